@@ -1,0 +1,43 @@
+# edged: `make demo` runs the demo cell, `make test` runs the whole test suite (both set everything up).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := mosquitto prometheus socat rt-tests
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test sysdeps venv bench soak clean
+
+demo: $(STAMP)
+	$(VENV)/bin/edged demo
+
+test: sysdeps $(STAMP)
+	cd tests && ../$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15
+
+# System packages the tests run against (mosquitto broker, promtool, socat pty pairs, cyclictest).
+sysdeps:
+	@missing=""; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v socat >/dev/null || missing="$$missing socat"; \
+	command -v cyclictest >/dev/null || missing="$$missing rt-tests"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): setup.py pyproject.toml $(wildcard cext/*.pyx cext/*.pxd)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools==84.2.1 wheel cython==3.3.1
+	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+bench: $(STAMP)
+	$(PY) bench/modbus_poll.py
+	$(PY) bench/cycle_jitter.py
+	$(PY) bench/forward.py
+
+clean:
+	rm -rf build $(VENV) cext/*.c cext/*.so *.egg-info

@@ -1,0 +1,1 @@
+"""Compiled hot paths of edged (Cython): register codecs, process image, cycle thread, function blocks."""

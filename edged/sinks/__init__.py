@@ -1,0 +1,1 @@
+"""Sinks: where samples go from the spool (local JSON lines, MQTT, Sparkplug B)."""

@@ -1,0 +1,1 @@
+"""Durable store-and-forward spool between acquisition and sinks."""

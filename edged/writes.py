@@ -1,0 +1,58 @@
+"""Write safety: a value for a tag is checked (writable, type, range) before any driver sees it."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from edged.errors import WriteRefused
+from edged.tag import DataType, Tag
+
+
+def coerce_value(tag: Tag, value: Any) -> Any:
+    """Convert a user or upstream value (bool, number or numeric string) to the tag's engineering type."""
+    dt = tag.dtype
+    if dt is DataType.STRING:
+        if not isinstance(value, str):
+            raise WriteRefused(f"{tag.key}: expected a string, got {value!r}")
+        return value
+    if dt is DataType.BOOL:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "on", "off"):
+            return value.lower() in ("true", "1", "on")
+        raise WriteRefused(f"{tag.key}: expected a boolean, got {value!r}")
+    if isinstance(value, bool):
+        raise WriteRefused(f"{tag.key}: expected a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+        except ValueError:
+            raise WriteRefused(f"{tag.key}: expected a number, got {value!r}") from None
+    if not isinstance(value, (int, float)):
+        raise WriteRefused(f"{tag.key}: expected a number, got {value!r}")
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        raise WriteRefused(f"{tag.key}: expected a finite number, got {value!r}")
+    return value
+
+
+def check_write(tag: Tag, value: Any) -> Any:
+    """Return the engineering value to write, or raise WriteRefused saying why not."""
+    if not tag.writable:
+        raise WriteRefused(f"{tag.key}: tag is read-only (set access = \"write\" to allow writes)")
+    value = coerce_value(tag, value)
+    if tag.dtype.is_numeric:
+        if tag.min is not None and value < tag.min:
+            raise WriteRefused(f"{tag.key}: {value} is below min {tag.min:g}")
+        if tag.max is not None and value > tag.max:
+            raise WriteRefused(f"{tag.key}: {value} is above max {tag.max:g}")
+        raw = tag.to_raw(value)
+        if tag.dtype.is_integer and not tag.scaled and isinstance(value, float) and not value.is_integer():
+            raise WriteRefused(f"{tag.key}: expected an integer for type {tag.dtype.value}, got {value!r}")
+        lo, hi = tag.dtype.limits  # type: ignore[misc]
+        if not lo <= raw <= hi:
+            raise WriteRefused(f"{tag.key}: raw value {raw} is outside the range of {tag.dtype.value} [{lo:g}, {hi:g}]")
+        if tag.dtype.is_integer and not tag.scaled:
+            return int(value)
+    return value
