@@ -1,9 +1,12 @@
 """Build and install edged: one `edged` namespace, drivers as `edged.drivers`, Cython extensions from `cext/`."""
+import os
 from pathlib import Path
 
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
+# Developers may rebuild a subset: EDGED_CEXT_ONLY=codec,cycle python setup.py build_ext --inplace
+ONLY = {s for s in os.environ.get("EDGED_CEXT_ONLY", "").split(",") if s}
 
 # Exact pins: pymodbus renames arguments between minor releases; the others are pinned so a
 # cell that works today installs the same way next year.
@@ -32,6 +35,7 @@ def extensions() -> list:
             libraries=["rt", "pthread"],
         )
         for pyx in sorted((HERE / "cext").glob("*.pyx"))
+        if not ONLY or pyx.stem in ONLY
     ]
     return cythonize(exts, language_level=3, compiler_directives={"embedsignature": True})
 

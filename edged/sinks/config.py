@@ -1,33 +1,37 @@
-"""The [sink.<name>] tables. (Initial version; the spool work replaces it.)"""
+"""The [sink.<name>] tables: each `type` is a module in edged.sinks with parse_spec() and SINK_CLASS."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from typing import Any
 
 from edged.schema import Section
 from edged.tag import Tag
 
-
-@dataclass(slots=True)
-class JsonlSinkSpec:
-    """A local JSON-lines file sink."""
-
-    name: str
-    path: str = "samples.jsonl"
-    max_bytes: int = 10_000_000
-    keep: int = 5
-    heartbeat_s: float = 60.0
+SINK_TYPES = {"jsonl": "edged.sinks.jsonl", "mqtt": "edged.sinks.mqtt", "sparkplug": "edged.sinks.sparkplug"}
 
 
-def parse_sinks(secs: dict[str, Section], tags: dict[str, Tag]) -> list[JsonlSinkSpec]:
-    """Read every sink table."""
+def sink_module(kind: str) -> Any:
+    """The module implementing a sink type."""
+    return importlib.import_module(SINK_TYPES[kind])
+
+
+def parse_sinks(secs: dict[str, Section], tags: dict[str, Tag]) -> list[Any]:
+    """Read every sink table; with none configured, the local JSON-lines sink is the default."""
     out = []
     for name, sec in secs.items():
-        sec.get_str("type", choices=["jsonl"])
-        spec = JsonlSinkSpec(name)
-        spec.path = sec.get_str("path", spec.path) or spec.path
-        spec.max_bytes = sec.get_int("max_bytes", spec.max_bytes, min=4096) or spec.max_bytes
-        spec.keep = sec.get_int("keep", spec.keep, min=1, max=1000) or spec.keep
-        spec.heartbeat_s = sec.get_float("heartbeat_s", spec.heartbeat_s, min=0.0) or spec.heartbeat_s
+        kind = sec.get_str("type", choices=list(SINK_TYPES))
+        if kind is None:
+            sec.finish(also_known=sec.keys())
+            continue
+        spec = sink_module(kind).parse_spec(name, sec, tags)
         sec.finish()
-        out.append(spec)
+        if spec is not None:
+            out.append(spec)
+    if not secs:
+        out.append(sink_module("jsonl").default_spec())
     return out
+
+
+def build_sink(spec: Any, spool: Any, ctx: Any) -> Any:
+    """Instantiate the sink for a parsed spec."""
+    return sink_module(spec.kind).SINK_CLASS(spec, spool, ctx)
