@@ -55,6 +55,9 @@ class Issues:
 class Section:
     """A TOML table under a dotted path; typed getters record what was read."""
 
+    # Set by tooling (the config reference check) to observe every key the code asks for.
+    recorder: Callable[[str, str], None] | None = None
+
     def __init__(self, data: dict[str, Any], path: str, issues: Issues) -> None:
         self.data = data
         self.path = path
@@ -83,6 +86,8 @@ class Section:
     def raw(self, key: str, default: Any = _REQUIRED) -> Any:
         """The raw value of a key (marks it read); records an issue when required and missing."""
         self._known.add(key)
+        if Section.recorder is not None:
+            Section.recorder(self.path, key)
         if key not in self.data:
             if default is _REQUIRED:
                 self.error(key, "missing required key")
