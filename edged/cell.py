@@ -59,6 +59,7 @@ class Cell:
     sinks: list[Any] = field(default_factory=list)
     control: Any = None
     log_level: str = "info"
+    heartbeat_s: float = 0.0
 
     def tag(self, key: str) -> Tag | None:
         """A tag by its ``device.tag`` name."""
@@ -95,6 +96,7 @@ def parse_cell(data: dict[str, Any], file: str, base_dir: Path | None = None) ->
     state_dir = Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "var")
     default_scan_ms = 1000
     log_level = "info"
+    heartbeat_s: float | None = 60.0
     if cell_sec is not None:
         name = cell_sec.get_str("name") or "cell"
         sd = cell_sec.get_str("state_dir", None)
@@ -102,6 +104,7 @@ def parse_cell(data: dict[str, Any], file: str, base_dir: Path | None = None) ->
             state_dir = Path(sd)
         default_scan_ms = cell_sec.get_int("default_scan_ms", 1000, min=SCAN_MIN_MS, max=SCAN_MAX_MS) or 1000
         log_level = cell_sec.get_str("log_level", "info", choices=["debug", "info", "warning", "error"]) or "info"
+        heartbeat_s = cell_sec.get_float("heartbeat_s", 60.0, min=0.0, max=86400.0)
         cell_sec.finish()
     if not state_dir.is_absolute() and base_dir is not None and "STATE_DIRECTORY" not in os.environ:
         state_dir = (base_dir / state_dir) if cell_sec and cell_sec.has("state_dir") else Path.cwd() / state_dir
@@ -120,7 +123,8 @@ def parse_cell(data: dict[str, Any], file: str, base_dir: Path | None = None) ->
     root.finish()
     issues.raise_if_any()
     return Cell(name=name, file=file, state_dir=state_dir, metrics=metrics, scans=scans, devices=devices,
-                tags=tags, spool=spool, sinks=sinks, control=control, log_level=log_level)
+                tags=tags, spool=spool, sinks=sinks, control=control, log_level=log_level,
+                heartbeat_s=heartbeat_s if heartbeat_s is not None else 60.0)
 
 
 def _parse_metrics(sec: Section | None) -> MetricsSpec:

@@ -1,0 +1,118 @@
+"""Run the built-in demo cell: emulated devices plus the daemon; Ctrl-C stops both."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+import tomllib
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edged.cell import Cell, parse_cell
+from edged.demo.animate import DemoAnimation
+from edged.runtime import Runtime
+
+log = logging.getLogger("edged.demo")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `edged demo`."""
+    p.add_argument("--state-dir", default="demo-state", help="where the spool and samples.jsonl go (default: "
+                                                              "./demo-state)")
+    p.add_argument("--metrics-port", type=int, default=9108, help="metrics port on 127.0.0.1 (default 9108; a free "
+                                                                  "port is used when it is taken)")
+    p.add_argument("--mqtt", metavar="HOST:PORT", default=None,
+                   help="also forward to this MQTT broker (topics demo-cell/<device>/<tag>)")
+    p.add_argument("--print-config", action="store_true", help="print the demo cell TOML and exit")
+    p.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (default: until Ctrl-C)")
+
+
+def free_port(preferred: int = 0) -> int:
+    """The preferred loopback TCP port when it is free, else one the OS picks."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port")
+
+
+def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | None) -> str:
+    """The demo cell TOML with its placeholders filled in."""
+    text = resources.files("edged.demo").joinpath("cell.toml").read_text()
+    text = (text.replace("{state_dir}", str(state_dir)).replace("{metrics_port}", str(metrics_port))
+            .replace("{modbus_port}", str(modbus_port)))
+    control = resources.files("edged.demo").joinpath("control.toml")
+    if control.is_file():
+        text += "\n" + control.read_text()
+    if mqtt:
+        host, _, port = mqtt.rpartition(":")
+        text += (f'\n[sink.upstream]\ntype = "mqtt"\nhost = "{host or "127.0.0.1"}"\nport = {int(port or 1883)}\n'
+                 f'client_id = "edged-demo"\n')
+    return text
+
+
+async def run_demo(cell: Cell, seconds: float) -> None:
+    """Start the emulators, the animation and the runtime; stop all on signal or after `seconds`."""
+    by_kind: dict[str, list[Any]] = defaultdict(list)
+    for dev in cell.devices.values():
+        by_kind[dev.spec.driver].append(dev)
+    emulators: dict[str, Any] = {}
+    started = []
+    for kind, devs in by_kind.items():
+        emu = type(devs[0].driver).emulator([d.driver for d in devs])
+        await emu.start()
+        started.append(emu)
+        for d in devs:
+            emulators[d.spec.name] = emu
+    anim = DemoAnimation(cell, emulators)
+    anim.step(0.0)
+    anim_task = asyncio.create_task(anim.run())
+    rt = Runtime(cell)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await rt.start()
+    sinks = ", ".join(f"{s.name} ({s.spec.kind})" for s in rt.sinks)
+    data = cell.state_dir / "samples.jsonl"
+    print(f"edged demo: cell {cell.name!r} with {len(cell.devices)} emulated devices, {len(cell.tags)} tags",
+          flush=True)
+    print(f"  metrics: {rt.metrics_url}", flush=True)
+    print(f"  data:    {data}  (sinks: {sinks})", flush=True)
+    print("  Ctrl-C stops the daemon and the emulated devices.", flush=True)
+    try:
+        if seconds:
+            try:
+                await asyncio.wait_for(stop.wait(), seconds)
+            except asyncio.TimeoutError:
+                pass
+        else:
+            await stop.wait()
+    finally:
+        await rt.stop()
+        anim_task.cancel()
+        await asyncio.gather(anim_task, return_exceptions=True)
+        for emu in started:
+            await emu.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the demo cell and run it."""
+    state_dir = Path(args.state_dir).resolve()
+    metrics_port = free_port(args.metrics_port)
+    modbus_port = free_port()
+    text = demo_toml(state_dir, metrics_port, modbus_port, args.mqtt)
+    if args.print_config:
+        sys.stdout.write(text)
+        return 0
+    cell = parse_cell(tomllib.loads(text), "(built-in demo cell)")
+    asyncio.run(run_demo(cell, args.seconds))
+    return 0

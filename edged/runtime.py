@@ -1,0 +1,207 @@
+"""Runtime: owns devices, scan groups, the control plane, the spool, the sinks and metrics; start-up and shutdown order."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from edged import sdnotify
+from edged.cell import Cell
+from edged.change import ChangeFilter
+from edged.device import DeviceRunner, DeviceState
+from edged.errors import DeviceUnavailable, ReadFailed, WriteRefused
+from edged.metrics import RuntimeCollector, poll_histogram, serve
+from edged.sinks.base import SinkContext, WriteResult
+from edged.tag import Reading, Sample
+from edged.writes import check_write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RuntimeStats:
+    """Counters of the acquisition pipeline."""
+
+    values: int = 0
+    samples: int = 0
+    writes_refused: dict[str, int] = field(default_factory=dict)
+
+
+class Runtime:
+    """The daemon: start() brings everything up in order, stop() takes it down without losing accepted data."""
+
+    def __init__(self, cell: Cell, *, registry: CollectorRegistry | None = None, serve_metrics: bool = True) -> None:
+        self.cell = cell
+        self.registry = registry or CollectorRegistry()
+        self.stats = RuntimeStats()
+        self.current: dict[str, tuple[Any, int, int]] = {}
+        self.filter = ChangeFilter(max((t.slot for t in cell.tags.values()), default=-1) + 1,
+                                   heartbeat_s=cell.heartbeat_s)
+        self._serve_metrics = serve_metrics and cell.metrics.enabled
+        self._metrics_server: Any = None
+        self._tasks: list[asyncio.Task] = []
+        self._sink_tasks: list[asyncio.Task] = []
+        self.sinks: list[Any] = []
+        self.spool: Any = None
+        self.control: Any = None
+        self.metrics_url = ""
+        hist = poll_histogram(self.registry)
+        index = _group_index(cell)
+        self.runners: dict[str, DeviceRunner] = {
+            name: DeviceRunner(dev, cell.scans, self.accept, hist, index) for name, dev in cell.devices.items()
+        }
+        self.registry.register(RuntimeCollector(self))
+
+    # -- the acquisition pipeline -------------------------------------------------------
+    def accept(self, readings: list[Reading]) -> None:
+        """Take a batch of readings from a driver: current values, control inputs, report by exception, spool."""
+        if not readings:
+            return
+        cur = self.current
+        for r in readings:
+            cur[r.tag.key] = (r.value, int(r.quality), r.ts_ns)
+        self.stats.values += len(readings)
+        if self.control is not None:
+            self.control.update(readings)
+        samples = self.filter.filter(readings)
+        if samples:
+            self.append(samples)
+
+    def append(self, samples: list[Sample]) -> None:
+        """Put samples into the spool (the only way data reaches sinks)."""
+        self.stats.samples += len(samples)
+        if self.spool is not None:
+            self.spool.append(samples)
+
+    # -- writes ---------------------------------------------------------------------------
+    async def write(self, key: str, value: Any, source: str = "cli") -> WriteResult:
+        """Validate and write a value to a tag through its driver; refusals are counted and explained."""
+        tag = self.cell.tags.get(key)
+        if tag is None:
+            return self._refuse("unknown_tag", key, f"{key}: no such tag")
+        try:
+            checked = check_write(tag, value)
+        except WriteRefused as exc:
+            reason = "read_only" if not tag.writable else "invalid_value"
+            return self._refuse(reason, key, str(exc))
+        runner = self.runners[tag.device]
+        if runner.state not in (DeviceState.UP, DeviceState.DEGRADED):
+            return self._refuse("device_down", key, f"{key}: device {tag.device} is {runner.state.value}")
+        old = self.current.get(key, (None, 0, 0))[0]
+        try:
+            await runner.driver.write(tag, checked)
+        except (DeviceUnavailable, ReadFailed, OSError, asyncio.TimeoutError) as exc:
+            log.warning("write %s = %r from %s failed: %s", key, checked, source, exc)
+            return WriteResult(False, key, checked, old, f"{key}: write failed: {exc}")
+        log.info("audit: write %s from %s: %r -> %r", key, source, old, checked)
+        return WriteResult(True, key, checked, old)
+
+    async def write_tag(self, tag: Any, value: Any) -> None:
+        """Write callback for the control plane: raises on refusal or failure."""
+        res = await self.write(tag.key, value, source="control")
+        if not res.ok:
+            raise WriteRefused(res.error)
+
+    def _refuse(self, reason: str, key: str, message: str) -> WriteResult:
+        self.stats.writes_refused[reason] = self.stats.writes_refused.get(reason, 0) + 1
+        log.warning("write refused: %s", message)
+        return WriteResult(False, key, error=message)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bring up spool, sinks, metrics, control and devices, in that order."""
+        from edged.sinks.config import build_sink
+        from edged.spool.metrics import register_spool_metrics
+        from edged.spool.spool import Spool
+
+        cell = self.cell
+        cell.state_dir.mkdir(parents=True, exist_ok=True)
+        self.spool = Spool.open(cell.state_dir / "spool", cell.spool, [s.name for s in cell.sinks])
+        register_spool_metrics(self.spool, self.registry)
+        ctx = SinkContext(cell_name=cell.name, tags=cell.tags, write=self.write, registry=self.registry,
+                          state_dir=cell.state_dir, current_values=lambda: dict(self.current))
+        self.sinks = [build_sink(spec, self.spool, ctx) for spec in cell.sinks]
+        for sink in self.sinks:
+            self._sink_tasks.append(asyncio.create_task(sink.run(), name=f"sink:{sink.name}"))
+        if self._serve_metrics:
+            self._metrics_server = serve(self.registry, cell.metrics.host, cell.metrics.port)
+            port = self._metrics_server[0].server_port if hasattr(self._metrics_server[0], "server_port") \
+                else cell.metrics.port
+            host = cell.metrics.host if ":" not in cell.metrics.host else f"[{cell.metrics.host}]"
+            self.metrics_url = f"http://{host}:{port}/metrics"
+        if cell.control is not None:
+            from edged.control import ControlPlane
+
+            self.control = ControlPlane(cell.control, cell.tags, self.registry)
+            self.control.start(asyncio.get_running_loop(), self.append, self.write_tag)
+        for name, runner in self.runners.items():
+            self._tasks.append(asyncio.create_task(runner.run(), name=f"device:{name}"))
+        log.info("cell %s running: %d device(s), %d tag(s), %d sink(s)%s", cell.name, len(self.runners),
+                 len(cell.tags), len(self.sinks), f", metrics on {self.metrics_url}" if self.metrics_url else "")
+
+    async def stop(self) -> None:
+        """Stop devices first (no new data), then control, then drain nothing: the spool keeps what sinks did not ack."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
+        if self.control is not None:
+            await self.control.stop()
+        for t in self._sink_tasks:
+            t.cancel()
+        await asyncio.gather(*self._sink_tasks, return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in self.sinks), return_exceptions=True)
+        if self.spool is not None:
+            self.spool.close()
+        if self._metrics_server is not None:
+            server, thread = self._metrics_server
+            server.shutdown()
+            server.server_close()
+            self._metrics_server = None
+
+    async def run_forever(self) -> None:
+        """start(), tell systemd we are ready, feed its watchdog, and stop() on SIGTERM/SIGINT."""
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await self.start()
+        sdnotify.notify(f"READY=1\nSTATUS=running cell {self.cell.name}")
+        wd = sdnotify.watchdog_interval_s()
+        watchdog = asyncio.create_task(self._watchdog(wd)) if wd else None
+        try:
+            await stopping.wait()
+        finally:
+            sdnotify.notify("STOPPING=1")
+            if watchdog:
+                watchdog.cancel()
+            log.info("stopping cell %s", self.cell.name)
+            await self.stop()
+
+    async def _watchdog(self, interval_s: float) -> None:
+        while True:
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval_s)
+
+
+def _group_index(cell: Cell) -> dict[tuple[str, str], tuple[int, int]]:
+    """Index of each (device, scan group) among all groups of the same interval, to spread their phases."""
+    by_interval: dict[float, list[tuple[str, str]]] = {}
+    for dname, dev in cell.devices.items():
+        for g in sorted({t.scan for t in dev.tags}):
+            by_interval.setdefault(cell.scans[g].interval_s, []).append((dname, g))
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for members in by_interval.values():
+        for i, m in enumerate(members):
+            out[m] = (i, len(members))
+    return out
+
+
+def now_ns() -> int:
+    """Wall-clock time in ns (source timestamps)."""
+    return time.time_ns()
