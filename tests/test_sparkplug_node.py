@@ -1,0 +1,123 @@
+"""The Sparkplug edge-node logic without a broker: births, seq, bdSeq persistence, historical flag, commands."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from test_sparkplug_wire import BOOLEAN, DOUBLE, INT16, STRING, UINT64, decode_payload, encode_command
+
+from edged.sinks.sparkplug_node import TAG_ALIAS_BASE, BdSeqStore, EdgeNode
+from edged.tag import Access, DataType, Sample, Tag
+
+T0 = 1_700_000_000_000_000_000
+
+
+def _tags() -> list[Tag]:
+    return [
+        Tag("press1", "oil_temp", "hr:0", DataType.INT16, "default", None, scale=0.1, slot=0),
+        Tag("press1", "count", "hr:1", DataType.INT16, "default", None, slot=1),
+        Tag("press1", "setpoint", "hr:2", DataType.INT16, "default", None, access=Access.WRITE, slot=2),
+        Tag("robot", "state", "x", DataType.STRING, "default", None, slot=3),
+        Tag("robot", "enable", "y", DataType.BOOL, "default", None, access=Access.WRITE, slot=4),
+    ]
+
+
+def test_births_carry_every_metric_with_name_alias_type_and_value() -> None:
+    node = EdgeNode("plant", "cell1", _tags())
+    values = {"press1.oil_temp": (41.5, 0, T0 - 5_000_000), "press1.count": (-3, 0, T0),
+              "robot.state": ("idle", 1, T0)}
+    out = node.births(7, values, now_ns=T0)
+    assert [(o.kind, o.topic) for o in out] == [
+        ("NBIRTH", "spBv1.0/plant/NBIRTH/cell1"),
+        ("DBIRTH", "spBv1.0/plant/DBIRTH/cell1/press1"),
+        ("DBIRTH", "spBv1.0/plant/DBIRTH/cell1/robot"),
+    ]
+    nb = decode_payload(out[0].payload)
+    assert nb.seq == 0
+    assert nb.by_name()["bdSeq"].value == 7 and nb.by_name()["bdSeq"].datatype == UINT64
+    rebirth = nb.by_name()["Node Control/Rebirth"]
+    assert (rebirth.datatype, rebirth.value) == (BOOLEAN, False)
+    press = decode_payload(out[1].payload)
+    assert press.seq == 1
+    m = press.by_name()
+    assert (m["oil_temp"].alias, m["oil_temp"].datatype, m["oil_temp"].value) == (TAG_ALIAS_BASE, DOUBLE, 41.5)
+    assert m["oil_temp"].timestamp == (T0 - 5_000_000) // 1_000_000
+    assert (m["count"].datatype, m["count"].value) == (INT16, -3)
+    assert m["setpoint"].is_null and m["setpoint"].properties == {"Quality": 0}  # no value yet: null, bad
+    robot = decode_payload(out[2].payload)
+    assert robot.seq == 2
+    st = robot.by_name()["state"]
+    assert (st.datatype, st.value, st.properties) == (STRING, "idle", {"Quality": 64})
+
+
+def test_data_flags_samples_from_before_the_births_as_historical_in_time_order() -> None:
+    node = EdgeNode("plant", "cell1", _tags())
+    node.births(0, {}, now_ns=T0)
+    samples = [Sample(T0 - 2_000_000, "press1", "count", 1, 0), Sample(T0 - 1_000_000, "press1", "count", 2, 0),
+               Sample(T0 + 1_000_000, "robot", "enable", True, 0), Sample(T0 + 2_000_000, "press1", "count", 3, 0),
+               Sample(T0 + 3_000_000, "gone", "tag", 1, 0)]
+    out, stats = node.data(samples)
+    assert (stats.live, stats.historical, stats.unknown) == (2, 2, 1)
+    assert [o.topic for o in out] == ["spBv1.0/plant/DDATA/cell1/press1", "spBv1.0/plant/DDATA/cell1/robot"]
+    press = decode_payload(out[0].payload)
+    assert press.seq == 3  # NBIRTH 0, DBIRTH 1, 2
+    assert [(m.alias, m.value, m.is_historical) for m in press.metrics] == [
+        (TAG_ALIAS_BASE + 1, 1, True), (TAG_ALIAS_BASE + 1, 2, True), (TAG_ALIAS_BASE + 1, 3, False)]
+    assert all(m.name is None for m in press.metrics)  # DATA messages use aliases only
+    assert [m.timestamp for m in press.metrics] == sorted(m.timestamp for m in press.metrics)
+
+
+def test_seq_wraps_after_255_and_births_reset_it() -> None:
+    node = EdgeNode("g", "n", _tags(), max_metrics_per_message=1)
+    node.births(0, {}, now_ns=T0)  # seq 0, 1, 2
+    seqs = []
+    for i in range(300):
+        out, _ = node.data([Sample(T0 + i, "press1", "count", i, 0)])
+        seqs += [decode_payload(o.payload).seq for o in out]
+    assert seqs[:3] == [3, 4, 5]
+    assert seqs[252] == 255 and seqs[253] == 0 and seqs[254] == 1
+    out = node.births(0, {}, now_ns=T0 + 10**9)
+    assert [decode_payload(o.payload).seq for o in out] == [0, 1, 2]
+
+
+def test_large_batches_are_chunked() -> None:
+    node = EdgeNode("g", "n", _tags(), max_metrics_per_message=100)
+    node.births(0, {}, now_ns=T0)
+    out, stats = node.data([Sample(T0 + i, "press1", "count", i % 100, 0) for i in range(250)])
+    assert [o.metrics for o in out] == [100, 100, 50]
+    assert [decode_payload(o.payload).seq for o in out] == [3, 4, 5]
+
+
+def test_death_payload_carries_the_bdseq_and_no_seq() -> None:
+    node = EdgeNode("g", "n", _tags())
+    nd = decode_payload(node.death_payload(42))
+    assert nd.seq is None
+    assert nd.by_name()["bdSeq"].value == 42
+
+
+def test_bdseq_store_increments_across_instances_and_wraps(tmp_path: Path) -> None:
+    path = tmp_path / "sp" / "bdseq"
+    assert BdSeqStore(path).next() == 0
+    assert BdSeqStore(path).next() == 1
+    path.write_text("255\n")
+    assert BdSeqStore(path).next() == 0
+    path.write_text("garbage")
+    assert BdSeqStore(path).next() == 0
+    assert BdSeqStore(path).last() == 0
+
+
+def test_commands_resolve_names_and_aliases_and_refuse_the_rest() -> None:
+    node = EdgeNode("g", "n", _tags())
+    cmds = node.parse_command("spBv1.0/g/NCMD/n", encode_command([("Node Control/Rebirth", None, BOOLEAN, True)]))
+    assert [c.kind for c in cmds] == ["rebirth"]
+    cmds = node.parse_command("spBv1.0/g/NCMD/n", encode_command([(None, 1, BOOLEAN, True),
+                                                                 ("Node Control/Reboot", None, BOOLEAN, True)]))
+    assert [c.kind for c in cmds] == ["rebirth", "refused"]
+    cmds = node.parse_command("spBv1.0/g/DCMD/n/press1", encode_command([
+        ("setpoint", None, INT16, -20), (None, TAG_ALIAS_BASE + 2, INT16, 33), ("nope", None, INT16, 1),
+        (None, TAG_ALIAS_BASE + 4, BOOLEAN, True)]))  # alias of robot.enable on press1: refused
+    assert [(c.kind, c.tag.key if c.tag else None, c.value) for c in cmds] == [
+        ("write", "press1.setpoint", -20), ("write", "press1.setpoint", 33), ("refused", None, None),
+        ("refused", None, None)]
+    assert node.parse_command("spBv1.0/g/DCMD/n/ghost", encode_command([("x", None, INT16, 1)]))[0].kind == "refused"
+    bad = node.parse_command("spBv1.0/g/DCMD/n/press1", b"\xff\xff\xff")
+    assert bad[0].kind == "refused" and "malformed" in bad[0].reason
