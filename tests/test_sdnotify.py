@@ -36,8 +36,17 @@ def test_daemon_notifies_ready_watchdog_and_stopping(tmp_path: Path) -> None:
     assert any("STATUS=running cell n" in m for m in drain_after)
 
 
-def test_no_notify_socket_is_fine(tmp_path: Path) -> None:
+def test_notify_without_socket_and_watchdog_interval(monkeypatch) -> None:
+    import os
+
     from edged import sdnotify
 
-    assert sdnotify.notify("READY=1") is False or True  # never raises without a socket
-    assert sdnotify.watchdog_interval_s() is None or isinstance(sdnotify.watchdog_interval_s(), float)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    assert sdnotify.notify("READY=1") is False
+    assert sdnotify.watchdog_interval_s() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert sdnotify.watchdog_interval_s() == 0.5
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
+    assert sdnotify.watchdog_interval_s() is None
