@@ -1,0 +1,234 @@
+"""List every config key the code reads (by table pattern) and compare it with docs/configuration.md."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Callable, Iterable, Sequence
+
+from edged.errors import ConfigError, ConfigIssue
+from edged.schema import Section
+
+NAME = "<name>"
+ROOT_HEADING = "Top-level tables"
+
+# Collections whose entries select an implementation, and the key that selects it.
+DISCRIMINATORS = {"device": "driver", "sink": "type", "block": "type"}
+
+# Modules that implement one driver / sink type / block type: a key is specific to the
+# implementation when one of these modules is on the stack while the key is read.
+PLUGIN_MODULES: dict[str, tuple[str, ...]] = {
+    "device": ("edged.drivers",),
+    "sink": ("edged.sinks",),
+    "block": ("edged.control.blocks",),
+}
+# Modules that dispatch to plugins: keys they read are common to every implementation.
+CORE_MODULES = frozenset({"edged.sinks.config", "edged.sinks.base", "edged.control.config"})
+
+
+@dataclass(frozen=True, order=True)
+class TableRef:
+    """A table pattern such as ``device.<name>.tag.<name>``, optionally for one implementation.
+
+    ``kind_key``/``kind`` say which implementation the keys belong to, e.g. ``driver``/``modbus``;
+    both are empty for keys that every implementation reads. The root table has pattern "".
+    """
+
+    pattern: str
+    kind_key: str = ""
+    kind: str = ""
+
+    def heading(self) -> str:
+        """The markdown heading text (without ``### ``) that documents this table."""
+        if not self.pattern:
+            return ROOT_HEADING
+        head = f"[{self.pattern}]"
+        return f'{head} {self.kind_key} = "{self.kind}"' if self.kind_key else head
+
+
+KeyIndex = dict[TableRef, set[str]]
+
+_HEADING = re.compile(r'^\[(?P<pattern>[^\]\s]+)\](?:\s+(?P<kind_key>\w+)\s*=\s*"(?P<kind>[^"]+)")?$')
+_ROW_KEY = re.compile(r"^\|\s*`(?P<key>[^`]+)`\s*\|")
+
+
+def parse_heading(text: str) -> TableRef | None:
+    """The table a ``###`` heading documents, or None when the heading is not a table heading."""
+    text = text.strip()
+    if text == ROOT_HEADING:
+        return TableRef("")
+    m = _HEADING.match(text)
+    if m is None:
+        return None
+    return TableRef(m["pattern"], m["kind_key"] or "", m["kind"] or "")
+
+
+def parse_doc(text: str) -> KeyIndex:
+    """Keys documented in the reference: the backticked first column of the table under each table heading."""
+    index: KeyIndex = {}
+    current: TableRef | None = None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            current = parse_heading(line[level:]) if level == 3 else None
+            if current is not None:
+                index.setdefault(current, set())
+            continue
+        if current is not None:
+            m = _ROW_KEY.match(line.strip())
+            if m:
+                index[current].add(m["key"].strip())
+    return index
+
+
+class KeyRecorder:
+    """While active, records every key the config code asks a Section for, by table pattern."""
+
+    def __init__(self) -> None:
+        self.index: KeyIndex = {}
+        self._collections: set[str] = set()
+        self._data: dict[str, Any] = {}
+        self._saved: tuple[Callable[..., Any] | None, Any] | None = None
+
+    def __enter__(self) -> "KeyRecorder":
+        recorder = self
+        original = Section.sections
+        self._saved = (Section.recorder, original)
+
+        def sections(section: Section, key: str) -> dict[str, Section]:
+            recorder._collections.add(section.path_of(key))
+            return original(section, key)
+
+        Section.recorder = self._record
+        Section.sections = sections  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._saved is not None
+        Section.recorder, Section.sections = self._saved  # type: ignore[method-assign]
+        self._saved = None
+
+    def load(self, data: dict[str, Any], file: str, base_dir: Path | None = None) -> list[ConfigIssue]:
+        """Validate one parsed cell document while recording; return its config issues (if any)."""
+        from edged.cell import parse_cell
+
+        self._data = data
+        self._collections = set()
+        try:
+            parse_cell(data, file, base_dir=base_dir)
+        except ConfigError as exc:
+            return exc.issues
+        return []
+
+    # -- recording ----------------------------------------------------------
+    def _record(self, path: str, key: str) -> None:
+        ref = self.table_ref(path, sys._getframe(1))
+        self.index.setdefault(ref, set()).add(key)
+
+    def _named(self, path: str) -> list[tuple[str, str, str]]:
+        """(collection segment, name, concrete path of the named table) for each name in a path."""
+        out = []
+        segs = path.split(".") if path else []
+        for i in range(1, len(segs)):
+            if ".".join(segs[:i]) in self._collections:
+                out.append((segs[i - 1], segs[i], ".".join(segs[: i + 1])))
+        return out
+
+    def pattern(self, path: str) -> str:
+        """Replace the user-chosen names in a concrete dotted path by ``<name>``."""
+        segs = path.split(".") if path else []
+        out = list(segs)
+        for i in range(1, len(segs)):
+            if ".".join(segs[:i]) in self._collections:
+                out[i] = NAME
+        return ".".join(out)
+
+    def table_ref(self, path: str, frame: FrameType | None) -> TableRef:
+        """The table a key read at ``path`` belongs to, given the stack that reads it."""
+        pattern = self.pattern(path)
+        modules = _stack_modules(frame)
+        for collection, _name, concrete in reversed(self._named(path)):
+            kind_key = DISCRIMINATORS.get(collection)
+            if kind_key is None:
+                continue
+            if not any(_is_plugin(m, collection) for m in modules):
+                return TableRef(pattern)
+            kind = _lookup(self._data, concrete).get(kind_key)
+            return TableRef(pattern, kind_key, kind) if isinstance(kind, str) else TableRef(pattern)
+        return TableRef(pattern)
+
+
+def _stack_modules(frame: FrameType | None) -> list[str]:
+    out = []
+    while frame is not None:
+        out.append(str(frame.f_globals.get("__name__", "")))
+        frame = frame.f_back
+    return out
+
+
+def _is_plugin(module: str, collection: str) -> bool:
+    if module in CORE_MODULES:
+        return False
+    return any(module == p or module.startswith(p + ".") for p in PLUGIN_MODULES.get(collection, ()))
+
+
+def _lookup(data: dict[str, Any], path: str) -> dict[str, Any]:
+    node: Any = data
+    for seg in path.split("."):
+        node = node.get(seg) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
+def collect(files: Iterable[str | Path]) -> tuple[KeyIndex, list[ConfigIssue]]:
+    """Load cell files with recording on: the keys read per table, and any config issues found."""
+    issues: list[ConfigIssue] = []
+    with KeyRecorder() as rec:
+        for file in files:
+            path = Path(file)
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+                issues.append(ConfigIssue(str(file), "(file)", f"cannot load: {exc}"))
+                continue
+            issues.extend(rec.load(data, str(file), base_dir=path.resolve().parent))
+    return rec.index, issues
+
+
+def compare(code: KeyIndex, doc: KeyIndex) -> tuple[list[tuple[TableRef, str]], list[tuple[TableRef, str]]]:
+    """(keys the code reads that the doc lacks, keys the doc lists that the code never reads)."""
+    undocumented = sorted((t, k) for t, keys in code.items() for k in keys if k not in doc.get(t, set()))
+    stale = sorted((t, k) for t, keys in doc.items() for k in keys if k not in code.get(t, set()))
+    return undocumented, stale
+
+
+def format_index(index: KeyIndex) -> str:
+    """One line per table heading with its keys, sorted."""
+    return "\n".join(f"### {t.heading()}: {', '.join(sorted(keys))}" for t, keys in sorted(index.items()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the keys the code reads for the given cells; with --doc, list the differences (exit 1 if any)."""
+    p = argparse.ArgumentParser(prog="python -m edged.config_reference", description=__doc__)
+    p.add_argument("files", nargs="+", metavar="CELL.toml", help="cell files that exercise the keys")
+    p.add_argument("--doc", metavar="configuration.md", help="compare with this configuration reference")
+    args = p.parse_args(argv)
+    index, issues = collect(args.files)
+    for issue in issues:
+        print(str(issue), file=sys.stderr)
+    print(format_index(index))
+    if args.doc is None:
+        return 2 if issues else 0
+    undocumented, stale = compare(index, parse_doc(Path(args.doc).read_text(encoding="utf-8")))
+    for ref, key in undocumented:
+        print(f"undocumented: {ref.heading()}: {key}")
+    for ref, key in stale:
+        print(f"stale (documented, never read): {ref.heading()}: {key}")
+    return 2 if issues else 1 if undocumented or stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

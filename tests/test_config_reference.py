@@ -1,0 +1,251 @@
+"""The configuration reference (docs/configuration.md) lists exactly the keys the code reads."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edged.config_reference import (KeyRecorder, TableRef, collect, compare, format_index, parse_doc,
+                                    parse_heading)
+from edged.driver import available_drivers
+from edged.schema import Section
+from edged.sinks.config import SINK_TYPES
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "configuration.md"
+EXAMPLES = sorted((REPO / "config").glob("*.toml"))
+
+# Cells that, together with config/*.toml, take every optional branch of the config code, so that
+# every key any code path reads gets recorded. Each names the drivers and sink types it needs.
+FEATURE_CELLS: dict[str, tuple[set[str], set[str], str]] = {
+    "modbus_tcp_everything": ({"modbus"}, {"jsonl"}, """
+[cell]
+name = "modbus-tcp"
+state_dir = "state"
+default_scan_ms = 500
+heartbeat_s = 10
+log_level = "debug"
+
+[metrics]
+enabled = false
+listen = "127.0.0.1:19108"
+
+[scan.fast]
+interval_ms = 50
+phase_ms = 10
+
+[device.plc]
+driver = "modbus"
+description = "all TCP keys"
+transport = "tcp"
+host = "192.0.2.10"
+port = 502
+unit_id = 3
+timeout_s = 0.5
+backoff_initial_s = 0.2
+backoff_max_s = 10
+max_registers = 100
+max_bits = 1000
+max_gap = 4
+
+[device.plc.tag.temp]
+address = "hr:0"
+type = "float32"
+order = "CDAB"
+unit_id = 4
+scale = 0.1
+offset = -5
+unit = "degC"
+description = "every common tag key"
+deadband = 0.5
+scan = "fast"
+export_metric = true
+
+[device.plc.tag.setpoint]
+address = "40011"
+type = "int16"
+access = "write"
+min = -100
+max = 100
+scan_ms = 250
+
+[device.plc.tag.label]
+address = "hr:20"
+type = "string"
+length = 8
+
+[sink.local]
+type = "jsonl"
+"""),
+    "modbus_rtu": ({"modbus"}, set(), """
+[cell]
+name = "modbus-rtu"
+
+[device.line1]
+driver = "modbus"
+transport = "rtu"
+port = "/dev/ttyUSB0"
+baudrate = 19200
+parity = "E"
+bytesize = 8
+stopbits = 1
+unit_id = 1
+
+[device.line1.tag.run]
+address = "co:0"
+"""),
+}
+
+
+def _available(drivers: set[str], sinks: set[str]) -> bool:
+    installed = available_drivers()
+    return (all(d in installed for d in drivers)
+            and all(importlib.util.find_spec(SINK_TYPES[s]) is not None for s in sinks))
+
+
+@pytest.fixture(scope="module")
+def cell_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """config/*.toml plus the feature cells whose drivers and sink types are installed."""
+    folder = tmp_path_factory.mktemp("feature_cells")
+    files = list(EXAMPLES)
+    for name, (drivers, sinks, text) in FEATURE_CELLS.items():
+        if _available(drivers, sinks):
+            path = folder / f"{name}.toml"
+            path.write_text(text)
+            files.append(path)
+    return files
+
+
+@pytest.fixture(scope="module")
+def code_keys(cell_files: list[Path]):
+    """Every key the code reads while loading the cells, by table."""
+    index, issues = collect(cell_files)
+    assert not issues, "the reference cells must be valid:\n" + "\n".join(map(str, issues))
+    return index
+
+
+def test_example_cells_exist() -> None:
+    """There is at least one example cell to learn from."""
+    assert (REPO / "config" / "example-cell.toml") in EXAMPLES
+
+
+def test_every_key_the_code_reads_is_documented(code_keys) -> None:
+    """A key any code path reads is listed under its table heading in docs/configuration.md."""
+    undocumented, _ = compare(code_keys, parse_doc(DOC.read_text()))
+    assert not undocumented, "add to docs/configuration.md:\n" + "\n".join(
+        f"  ### {ref.heading()}: `{key}`" for ref, key in undocumented)
+
+
+def test_every_documented_key_is_read_by_the_code(code_keys) -> None:
+    """Nothing stale: each documented key is read by the code (with these cells)."""
+    _, stale = compare(code_keys, parse_doc(DOC.read_text()))
+    assert not stale, "documented but never read (remove, or add a feature cell that uses it):\n" + "\n".join(
+        f"  ### {ref.heading()}: `{key}`" for ref, key in stale)
+
+
+def test_every_installed_driver_and_sink_type_is_exercised(code_keys) -> None:
+    """A new driver or sink type needs a feature cell here, or its keys would go unchecked."""
+    drivers = {ref.kind for ref in code_keys if ref.kind_key == "driver"}
+    sinks = {ref.kind for ref in code_keys if ref.kind_key == "type" and ref.pattern == "sink.<name>"}
+    assert set(available_drivers()) - drivers == set()
+    landed = {s for s in SINK_TYPES if importlib.util.find_spec(SINK_TYPES[s]) is not None}
+    assert landed - sinks == set()
+
+
+def test_doc_headings_are_all_parsed() -> None:
+    """Every ### heading of the reference is a table heading the checker understands."""
+    headings = [line[4:] for line in DOC.read_text().splitlines() if line.startswith("### ")]
+    assert headings
+    assert [h for h in headings if parse_heading(h) is None] == []
+
+
+# -- the tooling itself ------------------------------------------------------------------------
+
+def test_parse_doc_reads_keys_per_heading() -> None:
+    """Keys are the backticked first column of the tables under ### headings; other text is ignored."""
+    text = """# Title
+### Top-level tables
+| Key | Type |
+|---|---|
+| `cell` | table |
+### [device.<name>]
+Some prose mentioning `not_a_key`.
+| `driver` | string |
+| `timeout_s` | number |
+### [device.<name>] driver = "modbus"
+| `host` | string |
+## Another chapter
+| `ignored` | outside a table heading |
+"""
+    assert parse_doc(text) == {
+        TableRef(""): {"cell"},
+        TableRef("device.<name>"): {"driver", "timeout_s"},
+        TableRef("device.<name>", "driver", "modbus"): {"host"},
+    }
+
+
+def test_compare_reports_both_directions() -> None:
+    """Missing keys and stale keys are told apart."""
+    code = {TableRef("cell"): {"name", "log_level"}}
+    doc = {TableRef("cell"): {"name", "colour"}, TableRef("gone"): {"x"}}
+    undocumented, stale = compare(code, doc)
+    assert undocumented == [(TableRef("cell"), "log_level")]
+    assert stale == [(TableRef("cell"), "colour"), (TableRef("gone"), "x")]
+
+
+def test_recorder_normalises_names_and_restores_section() -> None:
+    """User-chosen names become <name>; the Section hooks are restored afterwards."""
+    before = (Section.recorder, Section.sections)
+    data = {
+        "cell": {"name": "n"},
+        "scan": {"fast": {"interval_ms": 100}},
+        "device": {"press1": {"driver": "no-such-driver", "tag": {"oil_temp": {"address": "x", "scale": 2}}}},
+    }
+    with KeyRecorder() as rec:
+        issues = rec.load(data, "mem.toml")
+    assert (Section.recorder, Section.sections) == before
+    assert [i.path for i in issues] == ["device.press1.driver"]
+    assert {"interval_ms", "phase_ms"} <= rec.index[TableRef("scan.<name>")]
+    assert {"driver", "timeout_s", "tag"} <= rec.index[TableRef("device.<name>")]
+    assert {"scale", "deadband", "export_metric"} <= rec.index[TableRef("device.<name>.tag.<name>")]
+    assert not any("press1" in ref.pattern or "oil_temp" in ref.pattern for ref in rec.index)
+
+
+@pytest.mark.skipif("modbus" not in available_drivers(), reason="the modbus driver is not installed")
+def test_driver_keys_are_grouped_by_driver(tmp_path: Path) -> None:
+    """Keys only the driver reads go under its own heading; common keys stay common."""
+    text = FEATURE_CELLS["modbus_rtu"][2]
+    (tmp_path / "rtu.toml").write_text(text)
+    index, issues = collect([tmp_path / "rtu.toml"])
+    assert issues == []
+    modbus = TableRef("device.<name>", "driver", "modbus")
+    assert "baudrate" in index[modbus] and "baudrate" not in index[TableRef("device.<name>")]
+    assert "timeout_s" in index[TableRef("device.<name>")] and "timeout_s" not in index[modbus]
+    assert "address" in index[TableRef("device.<name>.tag.<name>", "driver", "modbus")]
+
+
+def test_module_command_prints_keys_and_differences(tmp_path: Path) -> None:
+    """`python -m edged.config_reference CELL --doc DOC` prints keys, then what the doc lacks (exit 1)."""
+    cell = tmp_path / "c.toml"
+    cell.write_text('[cell]\nname = "x"\n[spool]\n[sink.a]\ntype = "jsonl"\n')
+    doc = tmp_path / "doc.md"
+    doc.write_text("### [cell]\n| `name` | string |\n| `colour` | string |\n")
+    if importlib.util.find_spec(SINK_TYPES["jsonl"]) is None:
+        pytest.skip("the jsonl sink has not landed")
+    proc = subprocess.run([sys.executable, "-m", "edged.config_reference", str(cell), "--doc", str(doc)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    cell_line = [line for line in proc.stdout.splitlines() if line.startswith("### [cell]: ")]
+    assert len(cell_line) == 1 and "log_level, name" in cell_line[0]
+    assert "undocumented: [cell]: log_level" in proc.stdout
+    assert "stale (documented, never read): [cell]: colour" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_format_index_is_sorted() -> None:
+    """The printed index is stable: tables and keys sorted."""
+    out = format_index({TableRef("scan.<name>"): {"phase_ms", "interval_ms"}, TableRef(""): {"cell"}})
+    assert out.splitlines() == ["### Top-level tables: cell", "### [scan.<name>]: interval_ms, phase_ms"]
