@@ -1,0 +1,268 @@
+"""ModbusEmulator: real pymodbus servers (TCP, or RTU on a pty pair) serving the configured devices' units."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+from array import array
+from typing import Any
+
+from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import SimData, SimDevice
+
+from edged.cext import codec
+from edged.driver import Emulator
+from edged.tag import Tag
+
+from .address import T_BIT, T_COIL, ModbusAddress, Table
+from .driver import ModbusDriver
+from .plan import unit_of
+
+log = logging.getLogger(__name__)
+
+_FC_TABLE = {1: Table.COIL, 5: Table.COIL, 15: Table.COIL, 2: Table.DISCRETE, 4: Table.INPUT,
+             3: Table.HOLDING, 6: Table.HOLDING, 16: Table.HOLDING, 22: Table.HOLDING, 23: Table.HOLDING}
+_SPACE = 65536
+
+
+class UnitMemory:
+    """The four tables of one emulated unit; only offsets marked valid answer, others give exception 2."""
+
+    def __init__(self) -> None:
+        self.values = {t: array("H", bytes(2 * _SPACE)) for t in Table}
+        self.valid = {t: bytearray(_SPACE) for t in Table}
+
+    def cover(self, table: Table, start: int, count: int) -> None:
+        """Make offsets start..start+count-1 of a table answer."""
+        self.valid[table][start:start + count] = b"\1" * count
+
+    def covered(self, table: Table, start: int, count: int) -> bool:
+        """True when every offset of the range answers."""
+        if start < 0 or count < 1 or start + count > _SPACE:
+            return False
+        return self.valid[table].find(0, start, start + count) < 0
+
+
+class Store:
+    """The server context of one endpoint: units, fault injection; duck-types pymodbus's datastore API."""
+
+    def __init__(self) -> None:
+        self.units: dict[int, UnitMemory] = {}
+        self.silent: set[int] = set()
+        self.short: set[int] = set()
+        self.delays: dict[int, float] = {}
+        self.exceptions: dict[tuple[int, Table, int], int] = {}
+        self.requests = 0
+
+    def unit(self, unit_id: int) -> UnitMemory:
+        """The memory of a unit (created on first use)."""
+        return self.units.setdefault(unit_id, UnitMemory())
+
+    def device_ids(self) -> list[int]:
+        """Unit ids served (pymodbus broadcast support)."""
+        return list(self.units)
+
+    async def _enter(self, device_id: int, func_code: int, address: int, count: int
+                     ) -> tuple[UnitMemory, Table] | ExcCodes:
+        self.requests += 1
+        if device_id in self.silent or device_id not in self.units:
+            raise NoSuchIdException(f"unit {device_id} does not answer")
+        delay = self.delays.get(device_id)
+        if delay:
+            await asyncio.sleep(delay)
+        table = _FC_TABLE.get(func_code)
+        if table is None:
+            return ExcCodes.ILLEGAL_FUNCTION
+        mem = self.units[device_id]
+        if not mem.covered(table, address, count):
+            return ExcCodes.ILLEGAL_ADDRESS
+        for off in range(address, address + count):
+            code = self.exceptions.get((device_id, table, off))
+            if code:
+                return ExcCodes(code)
+        return mem, table
+
+    async def async_getValues(self, device_id: int, func_code: int, address: int, count: int = 1
+                              ) -> list[int] | list[bool] | ExcCodes:
+        """Read values (called by pymodbus request handlers)."""
+        entered = await self._enter(device_id, func_code, address, count)
+        if isinstance(entered, ExcCodes):
+            return entered
+        mem, table = entered
+        if device_id in self.short:
+            count = max(0, count - 1)
+        values = mem.values[table][address:address + count]
+        return [bool(v) for v in values] if table.is_bit else values.tolist()
+
+    async def async_setValues(self, device_id: int, func_code: int, address: int,
+                              values: list[int] | list[bool]) -> ExcCodes | None:
+        """Write values (called by pymodbus request handlers)."""
+        entered = await self._enter(device_id, func_code, address, len(values))
+        if isinstance(entered, ExcCodes):
+            return entered
+        mem, table = entered
+        if not table.writable:
+            return ExcCodes.ILLEGAL_ADDRESS
+        mem.values[table][address:address + len(values)] = array("H", [int(v) & 0xFFFF for v in values])
+        return None
+
+
+class ModbusEmulator(Emulator):
+    """Serves the given Modbus devices at their configured endpoints on this machine.
+
+    TCP devices get a ``ModbusTcpServer`` per host:port; RTU devices get a ``ModbusSerialServer`` per
+    serial port on the far end of a pty pair made with socat (the device's ``port`` becomes the near
+    end: it must not exist yet), or on ``serial_peers[port]`` when the caller made the pair itself.
+    Every unit answers for the ranges its devices' plans read and for every tag's address; other
+    offsets answer ILLEGAL DATA ADDRESS; unknown or silenced units do not answer at all.
+    """
+
+    def __init__(self, drivers: list[ModbusDriver], serial_peers: dict[str, str] | None = None) -> None:
+        self.drivers = list(drivers)
+        self.serial_peers = dict(serial_peers or {})
+        self.stores: dict[Any, Store] = {}
+        self._where: dict[str, tuple[Store, int]] = {}  # device name -> (store, default unit)
+        self._servers: list[Any] = []
+        self._socats: list[subprocess.Popen[bytes]] = []
+        for drv in self.drivers:
+            s = drv.settings
+            key: Any = ("tcp", s.host, s.port) if s.transport == "tcp" else ("rtu", s.serial.port)  # type: ignore[union-attr]
+            store = self.stores.setdefault(key, Store())
+            self._where[drv.spec.name] = (store, s.unit_id)
+            for reqs in drv.requests.values():
+                for req in reqs:
+                    store.unit(req.unit).cover(req.table, req.start, req.count)
+            for tag in drv.tags:
+                a: ModbusAddress = tag.addr
+                store.unit(unit_of(tag, s.unit_id)).cover(a.table, a.offset, a.count)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start one server per endpoint (and the pty pairs RTU endpoints need)."""
+        try:
+            for key, store in self.stores.items():
+                if key[0] == "tcp":
+                    server = ModbusTcpServer(_placeholder(), address=(key[1], key[2]), ignore_missing_devices=True)
+                else:
+                    drv = next(d for d in self.drivers if d.settings.transport == "rtu"
+                               and d.settings.serial.port == key[1])  # type: ignore[union-attr]
+                    ser = drv.settings.serial
+                    assert ser is not None
+                    peer = self.serial_peers.get(key[1]) or await self._pty_pair(key[1])
+                    server = ModbusSerialServer(_placeholder(), framer=FramerType.RTU, port=peer,
+                                                baudrate=ser.baudrate, parity=ser.parity, bytesize=ser.bytesize,
+                                                stopbits=ser.stopbits, ignore_missing_devices=True)
+                server.context = store  # our datastore: exact coverage, fault injection
+                await server.serve_forever(background=True)
+                self._servers.append(server)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _pty_pair(self, port: str) -> str:
+        """Make a pty pair with socat: ``port`` for the driver, ``port + '.emu'`` for the server."""
+        socat = shutil.which("socat")
+        if socat is None:
+            raise RuntimeError("the Modbus RTU emulator needs socat (apt-get install socat)")
+        peer = port + ".emu"
+        for path in (port, peer):
+            if os.path.lexists(path):
+                raise RuntimeError(f"cannot emulate serial port {path}: it exists already")
+        proc = subprocess.Popen([socat, f"pty,raw,echo=0,link={port}", f"pty,raw,echo=0,link={peer}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._socats.append(proc)
+        for _ in range(500):
+            if os.path.exists(port) and os.path.exists(peer):
+                return peer
+            if proc.poll() is not None:
+                raise RuntimeError(f"socat exited with {proc.returncode} making a pty pair for {port}")
+            await asyncio.sleep(0.01)
+        raise RuntimeError(f"socat made no pty pair for {port} within 5 s")
+
+    async def stop(self) -> None:
+        """Stop every server and pty pair."""
+        servers, self._servers = self._servers, []
+        for server in servers:
+            try:
+                await server.shutdown()
+            except Exception as exc:  # stopping must release everything else too
+                log.debug("emulator: shutdown failed: %r", exc)
+        socats, self._socats = self._socats, []
+        for proc in socats:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    # -- values -----------------------------------------------------------------------------
+    def _locate(self, tag: Tag) -> tuple[UnitMemory, ModbusAddress]:
+        if tag.device not in self._where:
+            raise KeyError(f"{tag.key}: device {tag.device!r} is not emulated here")
+        store, default_unit = self._where[tag.device]
+        return store.unit(unit_of(tag, default_unit)), tag.addr
+
+    def set_value(self, tag: Tag, value: Any) -> None:
+        """Set the engineering value a tag reads as (encoded through the driver's codec)."""
+        mem, a = self._locate(tag)
+        regs = mem.values[a.table]
+        if a.type_code == T_COIL:
+            regs[a.offset] = 1 if value else 0
+        elif a.type_code == T_BIT:
+            mask = 1 << a.bit
+            regs[a.offset] = (regs[a.offset] | mask) if value else (regs[a.offset] & ~mask & 0xFFFF)
+        else:
+            words = codec.encode(a.type_code, int(a.order), tag.to_raw(value), a.length)
+            regs[a.offset:a.offset + len(words)] = array("H", words)
+
+    def get_value(self, tag: Tag) -> Any:
+        """The engineering value the emulated device holds for a tag."""
+        mem, a = self._locate(tag)
+        regs = mem.values[a.table]
+        if a.type_code == T_COIL:
+            return bool(regs[a.offset])
+        raw = codec.decode(a.type_code, int(a.order), regs[a.offset:a.offset + a.count].tolist(), a.length,
+                           max(a.bit, 0))
+        return tag.to_engineering(raw)
+
+    # -- fault injection -----------------------------------------------------------------------
+    def _stores_of(self, unit_id: int) -> list[Store]:
+        return [s for s in self.stores.values() if unit_id in s.units]
+
+    def silence(self, unit_id: int, silent: bool = True) -> None:
+        """Stop (or resume) answering any request to a unit id."""
+        for s in self._stores_of(unit_id):
+            (s.silent.add if silent else s.silent.discard)(unit_id)
+
+    def delay(self, unit_id: int, seconds: float) -> None:
+        """Answer a unit's requests only after a delay (0 to answer at once again)."""
+        for s in self._stores_of(unit_id):
+            s.delays[unit_id] = seconds
+
+    def malformed(self, unit_id: int, on: bool = True) -> None:
+        """Answer a unit's reads with one value fewer than asked (a malformed response)."""
+        for s in self._stores_of(unit_id):
+            (s.short.add if on else s.short.discard)(unit_id)
+
+    def set_exception(self, unit_id: int, table: Table, offset: int, code: int | None) -> None:
+        """Answer any request touching one offset with a Modbus exception code (None to stop)."""
+        for s in self._stores_of(unit_id):
+            if code:
+                s.exceptions[(unit_id, table, offset)] = code
+            else:
+                s.exceptions.pop((unit_id, table, offset), None)
+
+    def request_count(self) -> int:
+        """Requests that reached the datastores (answered or not)."""
+        return sum(s.requests for s in self.stores.values())
+
+
+def _placeholder() -> SimDevice:
+    """A minimal device for the server constructor; the emulator replaces the context with its Store."""
+    return SimDevice(0, simdata=SimData(0))

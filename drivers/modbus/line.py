@@ -1,0 +1,187 @@
+"""Connections: a TCP link per device, and serial lines shared by every device that names the same port."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException
+
+log = logging.getLogger(__name__)
+
+# Our own timeout (asyncio.timeout around each request) always fires first: pymodbus's internal
+# response timeout is set well above it, and its retries and reconnect loop are switched off.
+_PYMODBUS_TIMEOUT_FACTOR = 4.0
+_PYMODBUS_TIMEOUT_MIN_S = 5.0
+
+
+class LinkTimeout(Exception):
+    """No response within the device's timeout."""
+
+
+class LinkDown(Exception):
+    """The link is not open, could not be opened, or was lost during a request."""
+
+
+class Link:
+    """One pymodbus client and the lock that lets one request at a time through it."""
+
+    drop_on_cancel = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock = asyncio.Lock()
+        self.client: Any = None
+        self.lost = False
+
+    # -- to implement -------------------------------------------------------------
+    def _make_client(self, timeout_s: float) -> Any:
+        raise NotImplementedError
+
+    # -- lifecycle ------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """True while the client is open and no loss was seen."""
+        return self.client is not None and not self.lost and bool(self.client.connected)
+
+    async def open(self, timeout_s: float) -> None:
+        """Open the client unless already open; raise LinkDown when it cannot be opened."""
+        if self.connected:
+            return
+        self.drop()
+        client = self._make_client(timeout_s)
+        try:
+            async with asyncio.timeout(timeout_s):
+                ok = await client.connect()
+        except (TimeoutError, OSError) as exc:
+            client.close()
+            raise LinkDown(f"cannot open {self.name}: {exc or 'timeout'}") from None
+        if not ok:
+            client.close()
+            raise LinkDown(f"cannot open {self.name}")
+        self.client, self.lost = client, False
+
+    def drop(self) -> None:
+        """Close the client so that no late response can ever be read as the answer to a later request."""
+        client, self.client = self.client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception as exc:  # closing must never fail the caller
+                log.debug("%s: close failed: %r", self.name, exc)
+
+    def _on_connect(self, connected: bool) -> None:
+        """pymodbus connection callback: fail the pending request at once when the connection drops."""
+        if connected:
+            return
+        self.lost = True
+        fut = getattr(getattr(self.client, "ctx", None), "response_future", None)
+        if fut is not None and not fut.done():
+            fut.set_exception(ConnectionException(f"{self.name}: connection lost"))
+
+    # -- requests -------------------------------------------------------------------
+    async def call(self, method: str, timeout_s: float, **kwargs: Any) -> Any:
+        """One request without taking the lock (the caller holds it); LinkTimeout or LinkDown on failure."""
+        client = self.client
+        if client is None or self.lost or not client.connected:
+            raise LinkDown(f"{self.name} is not connected")
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await getattr(client, method)(**kwargs)
+        except TimeoutError:
+            raise LinkTimeout(f"no response within {timeout_s:g} s") from None
+        except ConnectionException as exc:
+            self.lost = True
+            raise LinkDown(f"{self.name}: {exc}") from None
+        except asyncio.CancelledError:
+            if self.drop_on_cancel:  # an answer may still come: never let it meet the next request
+                self.drop()
+            raise
+
+    async def request(self, method: str, timeout_s: float, **kwargs: Any) -> Any:
+        """One request, serialized with every other request on this link."""
+        async with self.lock:
+            return await self.call(method, timeout_s, **kwargs)
+
+
+class TcpLink(Link):
+    """A Modbus/TCP connection owned by one device."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"tcp {host}:{port}")
+        self.host, self.port = host, port
+
+    def _make_client(self, timeout_s: float) -> Any:
+        return AsyncModbusTcpClient(
+            self.host, port=self.port, name=self.name, retries=0, reconnect_delay=0,
+            timeout=max(_PYMODBUS_TIMEOUT_MIN_S, timeout_s * _PYMODBUS_TIMEOUT_FACTOR),
+            trace_connect=self._on_connect)
+
+
+@dataclass(frozen=True, slots=True)
+class SerialSettings:
+    """Settings of one serial line; every device on the line must agree on them."""
+
+    port: str
+    baudrate: int = 19200
+    parity: str = "N"
+    bytesize: int = 8
+    stopbits: int = 1
+
+    def describe(self) -> str:
+        """Like ``/dev/ttyUSB0 19200 8N1``."""
+        return f"{self.port} {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
+
+
+class SerialLine(Link):
+    """A Modbus RTU serial line shared by every device (unit id) configured on the same port.
+
+    One request at a time crosses the line. A timeout does not close the port (other units keep
+    working): pymodbus clears its receive buffer before each request and skips frames whose unit id
+    differs from the one asked, so a late answer of a silent unit is never taken for another's.
+    """
+
+    drop_on_cancel = False
+
+    def __init__(self, settings: SerialSettings) -> None:
+        super().__init__(f"serial {settings.describe()}")
+        self.settings = settings
+        self.users: set[int] = set()
+        self.loop = asyncio.get_running_loop()
+
+    def _make_client(self, timeout_s: float) -> Any:
+        s = self.settings
+        return AsyncModbusSerialClient(
+            s.port, baudrate=s.baudrate, parity=s.parity, bytesize=s.bytesize, stopbits=s.stopbits,
+            name=self.name, retries=0, reconnect_delay=0,
+            timeout=max(_PYMODBUS_TIMEOUT_MIN_S, timeout_s * _PYMODBUS_TIMEOUT_FACTOR),
+            trace_connect=self._on_connect)
+
+
+_LINES: dict[str, SerialLine] = {}
+
+
+def attach_serial(settings: SerialSettings, user: int, device: str) -> SerialLine:
+    """The shared line of a port (created on first use); LinkDown if its settings differ."""
+    line = _LINES.get(settings.port)
+    if line is not None and (line.loop is not asyncio.get_running_loop() or line.loop.is_closed()):
+        line.drop()  # left over from an event loop that no longer runs
+        line = None
+    if line is None:
+        line = _LINES[settings.port] = SerialLine(settings)
+    elif line.settings != settings:
+        raise LinkDown(f"device {device}: serial settings {settings.describe()} differ from those of the "
+                       f"devices already using the port ({line.settings.describe()})")
+    line.users.add(user)
+    return line
+
+
+def detach_serial(line: SerialLine, user: int) -> None:
+    """Leave a shared line; the port is closed when its last device leaves."""
+    line.users.discard(user)
+    if not line.users:
+        line.drop()
+        if _LINES.get(line.settings.port) is line:
+            del _LINES[line.settings.port]
