@@ -21,9 +21,9 @@ EXAMPLES = sorted((REPO / "config").glob("*.toml"))
 # Cells that, together with config/*.toml, take every optional branch of the config code, so that
 # every key any code path reads gets recorded. Each names the drivers and sink types it needs.
 FEATURE_CELLS: dict[str, tuple[set[str], set[str], str]] = {
-    "modbus_tcp_everything": ({"modbus"}, {"jsonl"}, """
+    "core_everything": (set(), {"jsonl"}, """
 [cell]
-name = "modbus-tcp"
+name = "core"
 state_dir = "state"
 default_scan_ms = 500
 heartbeat_s = 10
@@ -31,11 +31,28 @@ log_level = "debug"
 
 [metrics]
 enabled = false
-listen = "127.0.0.1:19108"
+listen = "[::1]:19108"
 
 [scan.fast]
 interval_ms = 50
 phase_ms = 10
+
+[spool]
+max_bytes = 1048576
+max_age_s = 3600
+overflow = "drop_newest"
+durability = "os"
+cache_samples = 0
+
+[sink.local]
+type = "jsonl"
+"""),
+    "modbus_tcp_everything": ({"modbus"}, set(), """
+[cell]
+name = "modbus-tcp"
+
+[scan.fast]
+interval_ms = 50
 
 [device.plc]
 driver = "modbus"
@@ -76,9 +93,6 @@ scan_ms = 250
 address = "hr:20"
 type = "string"
 length = 8
-
-[sink.local]
-type = "jsonl"
 """),
     "modbus_rtu": ({"modbus"}, set(), """
 [cell]
