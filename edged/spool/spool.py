@@ -32,6 +32,7 @@ DB_NAME = "spool.db"
 FORMAT_VERSION = 1
 ACK_FLUSH_INTERVAL_S = 0.5
 MAX_GAPS_PER_BATCH = 100
+_now_ns = time.time_ns  # wall clock of append times (replaceable in tests)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -216,7 +217,7 @@ class Spool:
             return
         with self._lock:
             self._check_open()
-            now = time.time_ns()
+            now = _now_ns()
             self._expire(now)
             if not isinstance(samples, list):
                 samples = list(samples)
@@ -328,6 +329,7 @@ class Spool:
         with self._lock:
             self._check_open()
             c = self._consumer(consumer)
+            self._expire(_now_ns())
             samples: list[Sample] = []
             first = c.taken + 1
             last = c.taken
@@ -505,7 +507,7 @@ class Spool:
             depth = self._samples
             if self._chunks and floor >= self._chunks[0].first:
                 depth -= floor - self._chunks[0].first + 1
-            age = (time.time_ns() - self._chunks[0].t_ns) / 1e9 if self._chunks else 0.0
+            age = (_now_ns() - self._chunks[0].t_ns) / 1e9 if self._chunks else 0.0
             top = self._next_seq - 1
             return SpoolStats(
                 depth_samples=max(0, depth), depth_bytes=self._bytes, oldest_age_s=max(0.0, age),
