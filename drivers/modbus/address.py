@@ -87,12 +87,6 @@ class Location:
     bit: int = -1
     five_digit: bool = False  # a 5-digit reference number (limited to offsets 0..9998)
 
-    def ref(self, offset: int | None = None) -> str:
-        """The one-based reference number of an offset of this table, in this address's style."""
-        off = self.offset if offset is None else offset
-        width = 4 if self.five_digit and off < 9999 else 5
-        return f"{self.table.ref_digit}{off + 1:0{width}d}"
-
 
 def parse_location(text: str) -> Location:
     """Parse ``hr:100``, ``holding:100``, ``co:7``, ``40101``, ``400101``, ``hr:100.3``, ``40101.3``."""
@@ -235,8 +229,8 @@ def parse_tag_address(section: Section, dtype: DataType | None) -> tuple[ModbusA
         ok = False
     elif loc.five_digit and end > 9998:
         section.error("address", f"expected a 5-digit reference to stay within {table.ref_digit}0001.."
-                                 f"{table.ref_digit}9999, found a {dtype.value} value ending at "
-                                 f"{table.ref_digit}{end + 1} (use a 6-digit reference such as "
+                                 f"{table.ref_digit}9999, found a {dtype.value} value ending beyond "
+                                 f"{table.ref_digit}9999 (use a 6-digit reference such as "
                                  f"{table.ref_digit}{loc.offset + 1:05d} or \"{table.short}:{loc.offset}\")")
         ok = False
     # -- access ---------------------------------------------------------------------
