@@ -52,36 +52,45 @@ class TableRef:
 
 KeyIndex = dict[TableRef, set[str]]
 
-_HEADING = re.compile(r'^\[(?P<pattern>[^\]\s]+)\](?:\s+(?P<kind_key>\w+)\s*=\s*"(?P<kind>[^"]+)")?$')
+_HEADING = re.compile(r'^\[(?P<pattern>[^\]\s]+)\]'
+                      r'(?:\s+(?P<kind_key>\w+)\s*=\s*(?P<kinds>"[^"]+"(?:\s*(?:,|or)\s*"[^"]+")*))?'
+                      r'(?:\s+[\u2014-]\s.*)?$')
 _ROW_KEY = re.compile(r"^\|\s*`(?P<key>[^`]+)`\s*\|")
 
 
-def parse_heading(text: str) -> TableRef | None:
-    """The table a ``###`` heading documents, or None when the heading is not a table heading."""
+def parse_heading(text: str) -> list[TableRef]:
+    """The tables a ``###`` heading documents (none when it is not a table heading).
+
+    Forms: ``Top-level tables``, ``[cell]``, ``[device.<name>] driver = "modbus"``, and for keys
+    several types share, ``[sink.<name>] type = "mqtt" or "sparkplug"``; a title may follow after
+    `` — `` (an em dash or ``-`` between spaces).
+    """
     text = text.strip()
     if text == ROOT_HEADING:
-        return TableRef("")
+        return [TableRef("")]
     m = _HEADING.match(text)
     if m is None:
-        return None
-    return TableRef(m["pattern"], m["kind_key"] or "", m["kind"] or "")
+        return []
+    if not m["kind_key"]:
+        return [TableRef(m["pattern"])]
+    return [TableRef(m["pattern"], m["kind_key"], kind) for kind in re.findall(r'"([^"]+)"', m["kinds"])]
 
 
 def parse_doc(text: str) -> KeyIndex:
     """Keys documented in the reference: the backticked first column of the table under each table heading."""
     index: KeyIndex = {}
-    current: TableRef | None = None
+    current: list[TableRef] = []
     for line in text.splitlines():
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
-            current = parse_heading(line[level:]) if level == 3 else None
-            if current is not None:
-                index.setdefault(current, set())
+            current = parse_heading(line[level:]) if level == 3 else []
+            for ref in current:
+                index.setdefault(ref, set())
             continue
-        if current is not None:
-            m = _ROW_KEY.match(line.strip())
-            if m:
-                index[current].add(m["key"].strip())
+        m = _ROW_KEY.match(line.strip()) if current else None
+        if m:
+            for ref in current:
+                index[ref].add(m["key"].strip())
     return index
 
 

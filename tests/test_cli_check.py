@@ -16,7 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "config" / "example-cell.toml"
 VERSION = (REPO / "edged" / "VERSION").read_text().strip()
 needs_modbus = pytest.mark.skipif("modbus" not in available_drivers(), reason="the modbus driver is not installed")
-waits_for_jsonl = pytest.mark.xfail(strict=False, reason="waits for the jsonl sink (edged/sinks/jsonl.py)")
 
 
 def edged(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -25,7 +24,6 @@ def edged(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
-@waits_for_jsonl
 def test_example_cell_is_valid(tmp_path: Path) -> None:
     """The shipped example passes `edged check` with exit 0 and a one-line summary."""
     proc = edged("check", "-c", str(EXAMPLE), cwd=tmp_path)
@@ -53,7 +51,6 @@ def test_plan_lists_modbus_requests(tmp_path: Path) -> None:
     assert any(re.match(r"^    unit 1 hr 0\.\.\d+ .*oil_temp.*motor_current", line) for line in requests)
 
 
-@waits_for_jsonl
 def test_check_does_no_io(tmp_path: Path) -> None:
     """check opens no socket and creates no file: a listening port sees no connection, the folder stays empty."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -76,7 +73,6 @@ def test_check_does_no_io(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cell.toml"]
 
 
-@waits_for_jsonl
 def test_relative_config_path_and_other_cwd(tmp_path: Path) -> None:
     """The config may be given relative to the working directory; the summary names it as given."""
     shutil.copy(EXAMPLE, tmp_path / "line3.toml")
