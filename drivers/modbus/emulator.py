@@ -67,14 +67,11 @@ class Store:
         """Unit ids served (pymodbus broadcast support)."""
         return list(self.units)
 
-    async def _enter(self, device_id: int, func_code: int, address: int, count: int
-                     ) -> tuple[UnitMemory, Table] | ExcCodes:
+    def _enter(self, device_id: int, func_code: int, address: int, count: int
+               ) -> tuple[UnitMemory, Table] | ExcCodes:
         self.requests += 1
         if device_id in self.silent or device_id not in self.units:
             raise NoSuchIdException(f"unit {device_id} does not answer")
-        delay = self.delays.get(device_id)
-        if delay:
-            await asyncio.sleep(delay)
         table = _FC_TABLE.get(func_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
@@ -87,28 +84,38 @@ class Store:
                 return ExcCodes(code)
         return mem, table
 
+    async def _late(self, device_id: int) -> None:
+        """Wait out an injected response delay (values were sampled before it, like a slow device)."""
+        delay = self.delays.get(device_id)
+        if delay:
+            await asyncio.sleep(delay)
+
     async def async_getValues(self, device_id: int, func_code: int, address: int, count: int = 1
                               ) -> list[int] | list[bool] | ExcCodes:
         """Read values (called by pymodbus request handlers)."""
-        entered = await self._enter(device_id, func_code, address, count)
+        entered = self._enter(device_id, func_code, address, count)
         if isinstance(entered, ExcCodes):
+            await self._late(device_id)
             return entered
         mem, table = entered
         if device_id in self.short:
             count = max(0, count - 1)
         values = mem.values[table][address:address + count]
-        return [bool(v) for v in values] if table.is_bit else values.tolist()
+        result = [bool(v) for v in values] if table.is_bit else values.tolist()
+        await self._late(device_id)
+        return result
 
     async def async_setValues(self, device_id: int, func_code: int, address: int,
                               values: list[int] | list[bool]) -> ExcCodes | None:
         """Write values (called by pymodbus request handlers)."""
-        entered = await self._enter(device_id, func_code, address, len(values))
+        entered = self._enter(device_id, func_code, address, len(values))
         if isinstance(entered, ExcCodes):
             return entered
         mem, table = entered
         if not table.writable:
             return ExcCodes.ILLEGAL_ADDRESS
         mem.values[table][address:address + len(values)] = array("H", [int(v) & 0xFFFF for v in values])
+        await self._late(device_id)
         return None
 
 

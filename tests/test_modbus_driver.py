@@ -1,0 +1,393 @@
+"""The Modbus driver against real pymodbus servers: round trips, errors, timeouts, reconnects, shared RTU lines."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edged.drivers.modbus.address import Order, Table
+from edged.drivers.modbus.driver import ModbusDriver
+from edged.drivers.modbus.emulator import ModbusEmulator
+from edged.errors import DeviceUnavailable, ReadFailed, WriteRefused
+from edged.tag import Quality, Reading, Tag
+from edged.writes import check_write
+from modbus_support import free_port, load_devices, socat_pair, tcp_device
+
+pytestmark = pytest.mark.timeout(120)
+
+F32_MAX = 3.4028234663852886e38
+F64_MAX = 1.7976931348623157e308
+LIMITS: dict[str, list[Any]] = {
+    "int16": [-32768, 32767, 0, -1],
+    "uint16": [0, 65535, 1, 0x8001],
+    "int32": [-(2**31), 2**31 - 1, 0, -1],
+    "uint32": [0, 2**32 - 1, 1, 0x80000001],
+    "int64": [-(2**63), 2**63 - 1, 0, -1],
+    "uint64": [0, 2**64 - 1, 1, 2**63 + 1],
+    "float32": [-F32_MAX, F32_MAX, 0.0, -1.5, 1.401298464324817e-45],
+    "float64": [-F64_MAX, F64_MAX, 0.0, -1.5, 5e-324],
+}
+
+
+def by_name(readings: list[Reading]) -> dict[str, Reading]:
+    return {r.tag.name: r for r in readings}
+
+
+async def started(doc: str, **emu_kw: Any) -> tuple[dict[str, ModbusDriver], dict[str, Tag], ModbusEmulator]:
+    devices, tags = load_devices(doc)
+    drivers = {name: dev.driver for name, dev in devices.items()}
+    emu = ModbusEmulator(list(drivers.values()), **emu_kw)
+    await emu.start()
+    return drivers, tags, emu
+
+
+async def test_every_type_and_order_round_trips_at_its_limits() -> None:
+    tags_toml: dict[str, dict[str, Any]] = {}
+    offset = 0
+    for tname in LIMITS:
+        for order in Order:
+            tags_toml[f"{tname}_{order.name}"] = {"address": f"hr:{offset}", "type": tname, "order": order.name,
+                                                  "access": "write"}
+            offset += 4
+    doc = tcp_device("plc", free_port(), tags_toml, timeout_s=5.0)
+    drivers, tags, emu = await started(doc)
+    drv = drivers["plc"]
+    try:
+        await drv.connect()
+        assert len(drv.plan()["default"]) == 2          # 128 registers: two requests of at most 125
+        for i in range(max(len(v) for v in LIMITS.values())):
+            expected = {}
+            for tag in tags.values():
+                values = LIMITS[tag.dtype.value]
+                value = check_write(tag, values[i % len(values)])
+                await drv.write(tag, value)
+                expected[tag.name] = value
+            got = by_name(await drv.read("default"))
+            assert {n: r.value for n, r in got.items()} == expected
+            assert all(r.quality is Quality.GOOD for r in got.values())
+            for tag in tags.values():                       # the emulator decodes the same registers alike
+                assert emu.get_value(tag) == expected[tag.name]
+        assert drv.stats.writes == len(tags) * 5 and drv.stats.writes_failed == 0
+        assert drv.stats.requests == 5 * 2 and drv.stats.values == 5 * len(tags)
+    finally:
+        await drv.close()
+        await emu.stop()
+
+
+async def test_emulated_values_read_with_scale_strings_bits_and_coils() -> None:
+    doc = tcp_device("press1", free_port(), {
+        "oil_temp": {"address": "40001", "type": "float32", "order": "CDAB"},
+        "pressure": {"address": "hr:2", "type": "int16", "scale": 0.1, "offset": -5.0},
+        "lube_low": {"address": "hr:3.3"},
+        "lube_ok": {"address": "400004.4"},
+        "recipe": {"address": "hr:10", "type": "string", "length": 7, "order": "BADC", "access": "write"},
+        "run": {"address": "co:7", "access": "write"},
+        "door": {"address": "10003"},
+        "speed": {"address": "ir:4", "type": "uint32", "order": "DCBA", "scale": 0.5},
+        "nan": {"address": "hr:20", "type": "float32"},
+    })
+    drivers, tags, emu = await started(doc)
+    drv = drivers["press1"]
+    try:
+        emu.set_value(tags["press1.oil_temp"], 61.25)
+        emu.set_value(tags["press1.pressure"], 95.5)      # raw 1005
+        emu.set_value(tags["press1.lube_low"], True)
+        emu.set_value(tags["press1.recipe"], "PART-7")
+        emu.set_value(tags["press1.run"], True)
+        emu.set_value(tags["press1.door"], True)
+        emu.set_value(tags["press1.speed"], 1500.0)
+        emu.set_value(tags["press1.nan"], 0.0)
+        await drv.connect()
+        got = by_name(await drv.read("default"))
+        assert got["oil_temp"].value == 61.25
+        assert got["pressure"].value == pytest.approx(95.5)
+        assert got["lube_low"].value is True and got["lube_ok"].value is False
+        assert got["recipe"].value == "PART-7"
+        assert got["run"].value is True and got["door"].value is True
+        assert got["speed"].value == 1500.0
+        assert {r.quality for r in got.values()} == {Quality.GOOD}
+        ts = {r.ts_ns for r in got.values()}
+        assert all(t > 1_600_000_000 * 10**9 for t in ts)
+        # NaN from the device is delivered as NaN with good quality (documented)
+        emu.stores[("tcp", "127.0.0.1", drv.settings.port)].unit(1).values[Table.HOLDING][20:22] = \
+            __import__("array").array("H", [0x7FC0, 0])
+        got = by_name(await drv.read("default"))
+        assert math.isnan(got["nan"].value) and got["nan"].quality is Quality.GOOD
+        # writes: string and coil
+        await drv.write(tags["press1.recipe"], "AB")
+        await drv.write(tags["press1.run"], False)
+        assert emu.get_value(tags["press1.recipe"]) == "AB"
+        assert emu.get_value(tags["press1.run"]) is False
+    finally:
+        await drv.close()
+        await emu.stop()
+
+
+@pytest.mark.parametrize("bit_write", ["mask", "read_modify_write"])
+async def test_bit_of_register_writes_leave_other_bits_alone(bit_write: str) -> None:
+    doc = tcp_device("p", free_port(), {
+        "word": {"address": "hr:5", "type": "uint16"},
+        "b0": {"address": "hr:5.0", "access": "write"},
+        "b15": {"address": "hr:5.15", "access": "write"},
+    }, bit_write=bit_write)
+    drivers, tags, emu = await started(doc)
+    drv = drivers["p"]
+    try:
+        emu.set_value(tags["p.word"], 0x0F0E)
+        await drv.connect()
+        await drv.write(tags["p.b0"], True)
+        await drv.write(tags["p.b15"], True)
+        assert emu.get_value(tags["p.word"]) == 0x8F0F
+        await drv.write(tags["p.b0"], False)
+        got = by_name(await drv.read("default"))
+        assert (got["word"].value, got["b0"].value, got["b15"].value) == (0x8F0E, False, True)
+    finally:
+        await drv.close()
+        await emu.stop()
+
+
+async def test_several_unit_ids_share_one_connection() -> None:
+    doc = tcp_device("gw", free_port(), {
+        "a": {"address": "hr:0"},
+        "b": {"address": "hr:0", "unit_id": 2},
+        "c": {"address": "hr:0", "unit_id": 3, "access": "write"},
+    }, unit_id=1)
+    drivers, tags, emu = await started(doc)
+    drv = drivers["gw"]
+    try:
+        for name, v in (("a", 11), ("b", 22), ("c", 33)):
+            emu.set_value(tags[f"gw.{name}"], v)
+        await drv.connect()
+        assert {n: r.value for n, r in by_name(await drv.read("default")).items()} == {"a": 11, "b": 22, "c": 33}
+        await drv.write(tags["gw.c"], 44)
+        assert (emu.get_value(tags["gw.a"]), emu.get_value(tags["gw.b"]), emu.get_value(tags["gw.c"])) == (11, 22, 44)
+    finally:
+        await drv.close()
+        await emu.stop()
+
+
+async def test_exception_response_gives_bad_quality_counts_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    doc = tcp_device("press1", free_port(), {
+        "temp": {"address": "hr:100", "type": "float32"},
+        "level": {"address": "hr:300"},
+    })
+    drivers, tags, emu = await started(doc)
+    drv = drivers["press1"]
+    try:
+        emu.set_value(tags["press1.level"], 77)
+        emu.set_exception(1, Table.HOLDING, 101, 2)
+        await drv.connect()
+        caplog.set_level(logging.WARNING, logger="edged.drivers.modbus.driver")
+        for _ in range(3):
+            got = by_name(await drv.read("default"))
+            assert got["temp"].quality is Quality.BAD and got["temp"].value is None
+            assert got["level"].quality is Quality.GOOD and got["level"].value == 77
+        assert drv.stats.errors == {"exception": 3}
+        assert drv.stats.requests == 6 and drv.stats.values == 3
+        logged = [r.getMessage() for r in caplog.records if "ILLEGAL DATA ADDRESS" in r.getMessage()]
+        assert logged == ["device press1: fc 3 unit 1 holding registers 100..101: exception 2 ILLEGAL DATA ADDRESS "
+                          "(an off-by-one address or a read spanning a hole in the device's map?); "
+                          "tags temp get bad quality"]
+        # every request of the group failing: ReadFailed (the runner marks the group bad)
+        emu.set_exception(1, Table.HOLDING, 300, 4)
+        with pytest.raises(ReadFailed, match="SERVER DEVICE FAILURE") as info:
+            await drv.read("default")
+        assert info.value.kind == "exception"
+        # recovery: good again, and a new failure is logged again
+        emu.set_exception(1, Table.HOLDING, 101, None)
+        emu.set_exception(1, Table.HOLDING, 300, None)
+        assert {r.quality for r in await drv.read("default")} == {Quality.GOOD}
+    finally:
+        await drv.close()
+        await emu.stop()
+
+
+async def test_malformed_response_gives_bad_quality() -> None:
+    doc = tcp_device("p", free_port(), {"a": {"address": "hr:0", "type": "uint32"},
+                                        "b": {"address": "hr:0", "unit_id": 2}})
+    drivers, tags, emu = await started(doc)
+    drv = drivers["p"]
+    try:
+        emu.set_value(tags["p.b"], 5)
+        emu.malformed(1)
+        await drv.connect()
+        got = by_name(await drv.read("default"))
+        assert got["a"].quality is Quality.BAD and got["b"].value == 5
+        assert drv.stats.errors == {"malformed": 1}
+        emu.malformed(1, False)
+        assert by_name(await drv.read("default"))["a"].quality is Quality.GOOD
+    finally:
+        await drv.close()
+        await emu.stop()
+
+
+async def test_timeout_drops_the_connection_and_the_next_read_is_fresh() -> None:
+    doc = tcp_device("p", free_port(), {"v": {"address": "hr:0", "type": "int32"}}, timeout_s=0.3)
+    drivers, tags, emu = await started(doc)
+    drv = drivers["p"]
+    tag = tags["p.v"]
+    try:
+        emu.set_value(tag, 1)
+        await drv.connect()
+        assert (await drv.read("default"))[0].value == 1
+        emu.delay(1, 1.0)                      # the device samples 1 now but answers after 1 s
+        with pytest.raises(DeviceUnavailable, match="no response within 0.3 s"):
+            await drv.read("default")
+        assert drv.stats.timeouts == 1 and drv.stats.errors == {"timeout": 1}
+        with pytest.raises(DeviceUnavailable, match="not connected"):   # dropped: no read on that connection
+            await drv.read("default")
+        emu.delay(1, 0)
+        emu.set_value(tag, 2)
+        await drv.close()
+        await drv.connect()
+        assert drv.stats.reconnects == 1
+        for _ in range(3):                     # never the late answer (1): the new connection only sees 2
+            assert (await drv.read("default"))[0].value == 2
+            await asyncio.sleep(0.5)
+    finally:
+        await drv.close()
+        await emu.stop()
+
+
+async def test_connection_loss_and_unreachable_device() -> None:
+    port = free_port()
+    doc = tcp_device("p", port, {"v": {"address": "hr:0"}}, timeout_s=2.0)
+    drivers, tags, emu = await started(doc)
+    drv = drivers["p"]
+    try:
+        await drv.connect()
+        await drv.read("default")
+        await emu.stop()
+        with pytest.raises(DeviceUnavailable):
+            for _ in range(200):               # the loss is seen at the latest by the next request
+                await drv.read("default")
+                await asyncio.sleep(0.02)
+        assert drv.stats.errors.get("connection", 0) >= 1 and drv.stats.timeouts == 0
+        await drv.close()
+        with pytest.raises(DeviceUnavailable, match=f"127.0.0.1:{port}"):
+            await drv.connect()
+        await emu.start()
+        await drv.connect()
+        assert (await drv.read("default"))[0].quality is Quality.GOOD
+        assert drv.stats.reconnects == 1
+    finally:
+        await drv.close()
+        await emu.stop()
+
+
+async def test_write_failures() -> None:
+    doc = tcp_device("p", free_port(), {"sp": {"address": "hr:0", "type": "int16", "access": "write"},
+                                        "ro": {"address": "hr:1"}})
+    drivers, tags, emu = await started(doc)
+    drv = drivers["p"]
+    try:
+        await drv.connect()
+        with pytest.raises(WriteRefused, match="outside the range of int16"):
+            await drv.write(tags["p.sp"], 40000)
+        with pytest.raises(WriteRefused, match="not writable"):
+            await drv.write(tags["p.ro"], 1)
+        emu.set_exception(1, Table.HOLDING, 0, 3)
+        with pytest.raises(ReadFailed, match=r"write sp \(fc 6 unit 1 holding registers hr 0\) refused: "
+                                             r"exception 3 ILLEGAL DATA VALUE"):
+            await drv.write(tags["p.sp"], 5)
+        assert drv.stats.writes == 0 and drv.stats.writes_failed == 3
+        emu.set_exception(1, Table.HOLDING, 0, None)
+        await drv.write(tags["p.sp"], -5)
+        assert emu.get_value(tags["p.sp"]) == -5 and drv.stats.writes == 1
+    finally:
+        await drv.close()
+        await emu.stop()
+
+
+def rtu_doc(port: str, timeout_s: float = 0.5) -> str:
+    return f"""
+[device.oven]
+driver = "modbus"
+transport = "rtu"
+port = "{port}"
+baudrate = 115200
+unit_id = 1
+timeout_s = {timeout_s}
+[device.oven.tag.temp]
+address = "ir:0"
+type = "int16"
+scale = 0.1
+[device.oven.tag.setpoint]
+address = "hr:0"
+access = "write"
+
+[device.conveyor]
+driver = "modbus"
+transport = "rtu"
+port = "{port}"
+baudrate = 115200
+unit_id = 2
+timeout_s = {timeout_s}
+[device.conveyor.tag.speed]
+address = "ir:3"
+"""
+
+
+async def test_rtu_line_shared_by_two_units_with_one_silent(tmp_path: Path) -> None:
+    with socat_pair(tmp_path) as (near, far):
+        drivers, tags, emu = await started(rtu_doc(near), serial_peers={near: far})
+        oven, conveyor = drivers["oven"], drivers["conveyor"]
+        try:
+            emu.set_value(tags["oven.temp"], 180.5)
+            emu.set_value(tags["conveyor.speed"], 42)
+            await oven.connect()
+            await conveyor.connect()
+            assert by_name(await conveyor.read("default"))["speed"].value == 42
+            emu.silence(2)
+            for cycle in range(4):
+                emu.set_value(tags["oven.temp"], 100.0 + cycle)
+                # both devices poll concurrently, as their runners do; the line takes one request at a time
+                oven_r, conv_r = await asyncio.gather(oven.read("default"), conveyor.read("default"),
+                                                      return_exceptions=True)
+                assert not isinstance(oven_r, BaseException), oven_r
+                assert by_name(oven_r)["temp"].value == pytest.approx(100.0 + cycle)
+                assert isinstance(conv_r, DeviceUnavailable) and "no response within 0.5 s" in str(conv_r)
+                await conveyor.close()             # what the runner does before it retries
+                await conveyor.connect()
+                await oven.write(tags["oven.setpoint"], cycle)   # the line still works for unit 1
+                assert emu.get_value(tags["oven.setpoint"]) == cycle
+            assert conveyor.stats.timeouts == 4 and oven.stats.timeouts == 0 and oven.stats.errors == {}
+            emu.silence(2, False)
+            assert by_name(await conveyor.read("default"))["speed"].value == 42
+        finally:
+            await oven.close()
+            await conveyor.close()
+            await emu.stop()
+
+
+async def test_rtu_devices_must_agree_on_line_settings(tmp_path: Path) -> None:
+    with socat_pair(tmp_path) as (near, far):
+        doc = rtu_doc(near).replace("baudrate = 115200\nunit_id = 2", "baudrate = 9600\nunit_id = 2")
+        drivers, _, emu = await started(doc, serial_peers={near: far})
+        try:
+            await drivers["oven"].connect()
+            with pytest.raises(DeviceUnavailable, match=r"serial settings .* 9600 8N1 differ .* 115200 8N1"):
+                await drivers["conveyor"].connect()
+        finally:
+            await drivers["oven"].close()
+            await drivers["conveyor"].close()
+            await emu.stop()
+
+
+async def test_rtu_emulator_makes_its_own_pty_pair(tmp_path: Path) -> None:
+    port = str(tmp_path / "ttyPLC")
+    drivers, tags, emu = await started(rtu_doc(port, timeout_s=2.0))
+    try:
+        assert os.path.exists(port)
+        emu.set_value(tags["oven.temp"], -12.5)
+        await drivers["oven"].connect()
+        assert by_name(await drivers["oven"].read("default"))["temp"].value == pytest.approx(-12.5)
+    finally:
+        await drivers["oven"].close()
+        await emu.stop()
+    assert not os.path.exists(port)
