@@ -1,0 +1,6 @@
+"""Signal-generator driver for commissioning, demos and tests: counter, ramp, sine, square, random, constant."""
+from edged.drivers.sim.driver import SimDriver
+
+DRIVER_CLASS = "SimDriver"
+
+__all__ = ["SimDriver", "DRIVER_CLASS"]
