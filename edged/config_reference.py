@@ -214,6 +214,18 @@ def compare(code: KeyIndex, doc: KeyIndex) -> tuple[list[tuple[TableRef, str]], 
     return undocumented, stale
 
 
+def skeleton(missing: Iterable[tuple[TableRef, str]]) -> str:
+    """Markdown headings and empty table rows for keys the reference lacks."""
+    out: list[str] = []
+    last: TableRef | None = None
+    for ref, key in sorted(missing):
+        if ref != last:
+            out += ["", f"### {ref.heading()}", "", "| Key | Type | Default | Meaning |", "|---|---|---|---|"]
+            last = ref
+        out.append(f"| `{key}` |  |  |  |")
+    return "\n".join(out).lstrip("\n")
+
+
 def format_index(index: KeyIndex) -> str:
     """One line per table heading with its keys, sorted."""
     return "\n".join(f"### {t.heading()}: {', '.join(sorted(keys))}" for t, keys in sorted(index.items()))
@@ -236,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"undocumented: {ref.heading()}: {key}")
     for ref, key in stale:
         print(f"stale (documented, never read): {ref.heading()}: {key}")
+    if undocumented:
+        print("\nRows to fill in and add to the reference:")
+        print(skeleton(undocumented))
     return 2 if issues else 1 if undocumented or stale else 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edged.config_reference import (KeyRecorder, TableRef, collect, compare, format_index, parse_doc,
-                                    parse_heading)
+                                    parse_heading, skeleton)
 from edged.driver import available_drivers
 from edged.schema import Section
 from edged.sinks.config import SINK_TYPES
@@ -134,6 +134,17 @@ type = "sparkplug"
 group_id = "plant1"
 username = "line3"
 password_env = "EDGED_MQTT_PASSWORD"
+"""),
+    "sim": ({"sim"}, set(), """
+[cell]
+name = "sim"
+
+[device.gen]
+driver = "sim"
+seed = 7
+
+[device.gen.tag.count]
+address = "counter"
 """),
     "modbus_rtu": ({"modbus"}, set(), """
 [cell]
@@ -318,7 +329,20 @@ def test_module_command_prints_keys_and_differences(tmp_path: Path) -> None:
     assert len(cell_line) == 1 and "log_level, name" in cell_line[0]
     assert "undocumented: [cell]: log_level" in proc.stdout
     assert "stale (documented, never read): [cell]: colour" in proc.stdout
+    rows = proc.stdout.split("Rows to fill in and add to the reference:\n", 1)[1]
+    assert "### [cell]\n\n| Key | Type | Default | Meaning |\n|---|---|---|---|\n" in rows
+    assert "| `log_level` |  |  |  |" in rows
     assert "Traceback" not in proc.stderr
+
+
+def test_skeleton_groups_rows_by_heading() -> None:
+    """Missing keys come out as markdown rows under their headings, ready to fill in."""
+    out = skeleton([(TableRef("sink.<name>", "type", "mqtt"), "qos"), (TableRef("cell"), "b"),
+                    (TableRef("cell"), "a")])
+    assert out.splitlines() == [
+        "### [cell]", "", "| Key | Type | Default | Meaning |", "|---|---|---|---|", "| `a` |  |  |  |",
+        "| `b` |  |  |  |", "", '### [sink.<name>] type = "mqtt"', "", "| Key | Type | Default | Meaning |",
+        "|---|---|---|---|", "| `qos` |  |  |  |"]
 
 
 def test_format_index_is_sorted() -> None:
