@@ -104,7 +104,9 @@ class Outgoing:
 class Command:
     """One metric of an NCMD/DCMD: a rebirth request, a tag write, or something edged refuses.
 
-    ``kind`` is ``rebirth``, ``write`` or ``refused``; ``tag`` is set for writes, ``reason`` for refusals.
+    ``kind`` is ``rebirth``, ``write`` or ``refused``; ``tag`` is set for writes; refusals say why in
+    ``reason`` (for people) and ``code`` (a metric label: malformed, unknown_device, unknown_metric,
+    null_value, unsupported).
     """
 
     kind: str
@@ -113,6 +115,7 @@ class Command:
     tag: Tag | None = None
     value: Any = None
     reason: str = ""
+    code: str = ""
 
 
 @dataclass(slots=True)
@@ -267,15 +270,16 @@ class EdgeNode:
             device = parts[4]
             source = f"DCMD/{device}"
         else:
-            return [Command("refused", topic, "", reason="not a command topic of this edge node")]
+            return [Command("refused", topic, "", reason="not a command topic of this edge node",
+                            code="unknown_device")]
         try:
             msg = sp.decode(payload)
         except DecodeError as exc:
-            return [Command("refused", source, "", reason=f"malformed Sparkplug payload: {exc}")]
+            return [Command("refused", source, "", reason=f"malformed Sparkplug payload: {exc}", code="malformed")]
         if device is None:
             return [self._node_command(m, source) for m in msg.metrics]
         if device not in self.devices:
-            return [Command("refused", source, "", reason=f"unknown device {device!r}")]
+            return [Command("refused", source, "", reason=f"unknown device {device!r}", code="unknown_device")]
         return [self._device_command(m, device, source) for m in msg.metrics]
 
     def _node_command(self, m: Any, source: str) -> Command:
@@ -283,8 +287,10 @@ class EdgeNode:
         if m.name == REBIRTH or (not m.HasField("name") and m.HasField("alias") and m.alias == REBIRTH_ALIAS):
             if sp.get_value(m, SpType.Boolean) is True:
                 return Command("rebirth", source, REBIRTH)
-            return Command("refused", source, REBIRTH, reason="Node Control/Rebirth needs the value true")
-        return Command("refused", source, name or "(unnamed)", reason="unsupported node command")
+            return Command("refused", source, REBIRTH, reason="Node Control/Rebirth needs the value true",
+                           code="invalid_value")
+        return Command("refused", source, name or "(unnamed)", reason="unsupported node command",
+                       code="unsupported")
 
     def _device_command(self, m: Any, device: str, source: str) -> Command:
         tag: Tag | None = None
@@ -297,12 +303,14 @@ class EdgeNode:
             if tag is not None and tag.device != device:
                 tag = None
         else:
-            return Command("refused", source, "(unnamed)", reason="metric has neither name nor alias")
+            return Command("refused", source, "(unnamed)", reason="metric has neither name nor alias",
+                           code="unknown_metric")
         if tag is None:
-            return Command("refused", source, label, reason=f"device {device!r} has no such metric")
+            return Command("refused", source, label, reason=f"device {device!r} has no such metric",
+                           code="unknown_metric")
         value = sp.get_value(m, self.types[tag.key] if not m.HasField("datatype") else None)
         if value is None:
-            return Command("refused", source, tag.name, tag, reason="no value (null or unset)")
+            return Command("refused", source, tag.name, tag, reason="no value (null or unset)", code="null_value")
         return Command("write", source, tag.name, tag, value)
 
 

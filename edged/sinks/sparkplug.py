@@ -1,0 +1,378 @@
+"""The Sparkplug B sink (``type = "sparkplug"``): births, DDATA from the spool, NDEATH as the Will, STATE, commands.
+
+Delivery: NDATA/DDATA are QoS 0 (the Sparkplug rule), so "acknowledged" here means every message
+of a batch was handed to the socket of a live MQTT connection (paho reports a QoS-0 publish as
+done once it has been written). Only then is the batch acked in the spool; a batch that could not
+be written is released and sent again after the next births, flagged ``is_historical``. Data
+published while disconnected is never acked because nothing is published while disconnected.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from edged.schema import Section
+from edged.sinks.base import Sink, SinkContext
+from edged.sinks.mqtt_conn import (MqttConnection, backoff_delays, describe_connect_error, make_client,
+                                   parse_connection)
+from edged.sinks.sparkplug_node import BdSeqStore, Command, EdgeNode, Outgoing, state_topics, valid_id
+from edged.tag import Tag
+from edged.upstream.metrics import sink_metrics
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 1.0
+
+
+@dataclass(slots=True)
+class SparkplugSpec:
+    """A ``[sink.<name>]`` table of type sparkplug."""
+
+    name: str
+    conn: MqttConnection
+    group_id: str
+    edge_node_id: str | None = None  # None: the cell name
+    client_id_set: bool = False  # False: the client id is derived from the edge node id at start
+    primary_host: str | None = None
+    batch_max: int = 1000
+    max_metrics_per_message: int = 500
+    commands: bool = True
+    command_rate_per_s: float = 5.0
+    command_burst: int = 5
+    kind: str = "sparkplug"
+
+
+def parse_spec(name: str, sec: Section, tags: dict[str, Tag]) -> SparkplugSpec | None:
+    """Read a sparkplug sink table (records issues on ``sec``; returns None when it is invalid)."""
+    before = len(sec.issues.items)
+    client_id_set = sec.has("client_id")
+    conn = parse_connection(sec, default_client_id=f"edged-sparkplug-{name}")
+    group_id = sec.get_str("group_id")
+    edge_node_id = sec.get_str("edge_node_id", None)
+    primary_host = sec.get_str("primary_host", None)
+    for key, value in (("group_id", group_id), ("edge_node_id", edge_node_id), ("primary_host", primary_host)):
+        if value is not None and not valid_id(value):
+            sec.error(key, f"expected a Sparkplug id without '/', '+' or '#', found {value!r}")
+    batch_max = sec.get_int("batch_max", 1000, min=1, max=100_000)
+    max_metrics = sec.get_int("max_metrics_per_message", 500, min=1, max=100_000)
+    commands = sec.get_bool("commands", True)
+    rate = sec.get_float("command_rate_per_s", 5.0, min=0.01, max=1000.0)
+    burst = sec.get_int("command_burst", 5, min=1, max=1000)
+    if len(sec.issues.items) != before or conn is None or group_id is None:
+        return None
+    return SparkplugSpec(name=name, conn=conn, group_id=group_id, edge_node_id=edge_node_id,
+                         client_id_set=client_id_set,
+                         primary_host=primary_host, batch_max=batch_max, max_metrics_per_message=max_metrics,
+                         commands=bool(commands), command_rate_per_s=rate, command_burst=burst)
+
+
+class _Metrics:
+    """Sparkplug-only Prometheus metrics of every sparkplug sink in one registry (labelled by sink).
+
+    The metrics every sink has (samples published and acked, connected, connects, commands) are the
+    shared ones of ``edged.upstream.metrics``.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages = Counter("edged_sparkplug_messages", "Sparkplug messages published, by message type.",
+                                ["sink", "type"], registry=registry)
+        self.metrics = Counter("edged_sparkplug_metrics", "Metric values published in DDATA, live or historical.",
+                               ["sink", "kind"], registry=registry)
+        self.dropped = Counter("edged_sparkplug_samples_dropped",
+                               "Spooled samples not published: unknown tag, or a value that does not fit its type.",
+                               ["sink", "reason"], registry=registry)
+        self.rebirths = Counter("edged_sparkplug_rebirths", "Rebirths requested by NCMD Node Control/Rebirth.",
+                                ["sink"], registry=registry)
+        self.born = Gauge("edged_sparkplug_born", "1 while the edge node is born (connected, births sent).",
+                          ["sink"], registry=registry)
+
+
+_METRICS: "weakref.WeakKeyDictionary[CollectorRegistry, _Metrics]" = weakref.WeakKeyDictionary()
+
+
+def _metrics_for(registry: CollectorRegistry) -> _Metrics:
+    if registry not in _METRICS:
+        _METRICS[registry] = _Metrics(registry)
+    return _METRICS[registry]
+
+
+class _Reconnect(Exception):
+    """End the session on purpose (the primary host went offline) and connect again at once."""
+
+
+class SparkplugSink(Sink):
+    """A Sparkplug B edge node for the cell: devices are edged devices, metrics are tags."""
+
+    def __init__(self, spec: SparkplugSpec, spool: Any, ctx: SinkContext) -> None:
+        super().__init__(spec, spool, ctx)
+        self.spec: SparkplugSpec = spec
+        node_id = spec.edge_node_id or ctx.cell_name
+        if not valid_id(node_id):
+            raise ValueError(f"sink.{spec.name}: the cell name {node_id!r} is not a valid Sparkplug edge node id "
+                             "(it contains '/', '+' or '#'); set edge_node_id")
+        bad = sorted({t.device for t in ctx.tags.values() if not valid_id(t.device)})
+        if bad:
+            raise ValueError(f"sink.{spec.name}: device names {bad} are not valid Sparkplug device ids")
+        self.conn: MqttConnection = spec.conn if spec.client_id_set else dataclasses.replace(
+            spec.conn, client_id=f"edged-{node_id}-{spec.name}"[:128])
+        self.node = EdgeNode(spec.group_id, node_id, ctx.tags.values(), spec.max_metrics_per_message)
+        state_dir = Path(ctx.state_dir) if ctx.state_dir is not None else Path("var")
+        self.bdseq = BdSeqStore(state_dir / "sparkplug" / f"{spec.name}.bdseq")
+        self.m = _metrics_for(ctx.registry)
+        self.shared = sink_metrics(ctx.registry)
+        self.m.born.labels(spec.name).set(0)
+        self.shared.connected.labels(spec.name).set(0)
+        self.gate: Any = None
+        if spec.commands:
+            from edged.upstream.commands import CommandGate
+            self.gate = CommandGate(ctx, spec.name, rate_per_s=spec.command_rate_per_s, burst=spec.command_burst)
+        self._wake = asyncio.Event()
+        self._rebirth = False
+        self._host_online = spec.primary_host is None
+        self._host_ts = -1
+        self._host_changed = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._born = False
+        self._unknown_logged: set[str] = set()
+
+    # -- the outer loop ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Connect, be born, forward; on any upstream failure reconnect with backoff and jitter."""
+        delays = backoff_delays(self.conn.backoff_initial_s, self.conn.backoff_max_s)
+        failing = False
+        while True:
+            was_born = False
+            try:
+                await self._session()
+            except _Reconnect as exc:
+                log.info("sink %s: %s; reconnecting", self.name, exc)
+                delays = backoff_delays(self.conn.backoff_initial_s, self.conn.backoff_max_s)
+                continue
+            except (aiomqtt.MqttError, OSError) as exc:
+                was_born = self._born
+                if not failing or was_born:
+                    log.warning("sink %s: %s unavailable: %s", self.name, self.conn.describe(),
+                                describe_connect_error(exc))
+                failing = True
+            except Exception:  # a bug must not stop the sink for good: log it, back off, start over
+                log.exception("sink %s: unexpected error; reconnecting", self.name)
+                failing = True
+            finally:
+                self._client = None
+                self._set_born(False)
+                self.shared.connected.labels(self.name).set(0)
+            if was_born:
+                delays = backoff_delays(self.conn.backoff_initial_s, self.conn.backoff_max_s)
+            await asyncio.sleep(next(delays))
+
+    async def _session(self) -> None:
+        """One MQTT connection: Will = NDEATH with a fresh bdSeq, subscriptions, then births and data."""
+        bd_seq = self.bdseq.next()
+        will = aiomqtt.Will(self.node.topics.node("NDEATH"), self.node.death_payload(bd_seq), qos=1, retain=False)
+        client = make_client(self.conn, will=will, clean_start=True)
+        async with client:
+            self._client = client
+            self.shared.connects.labels(self.name).inc()
+            self.shared.connected.labels(self.name).set(1)
+            log.info("sink %s: connected to %s as edge node %s/%s (bdSeq %d)", self.name, self.conn.describe(),
+                     self.node.topics.group_id, self.node.topics.edge_node_id, bd_seq)
+            topics = list(self.node.topics.command_filters())
+            if self.spec.primary_host:
+                topics += state_topics(self.spec.primary_host)
+            await client.subscribe([(t, 1) for t in topics])
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    commands: asyncio.Queue[Command] = asyncio.Queue()
+                    tg.create_task(self._receive(client, commands))
+                    tg.create_task(self._execute(commands))
+                    tg.create_task(self._forward(client, bd_seq))
+            except BaseExceptionGroup as eg:
+                first = _first_error(eg)
+                if isinstance(first, _Reconnect):
+                    await self._publish_death(client, bd_seq)
+                raise first from None
+
+    def _set_born(self, born: bool) -> None:
+        self._born = born
+        self.m.born.labels(self.name).set(1 if born else 0)
+
+    # -- births and forwarding -----------------------------------------------------------------
+    async def _forward(self, client: aiomqtt.Client, bd_seq: int) -> None:
+        """Births (after the primary host is online), then DDATA batches from the spool, acked once written."""
+        try:
+            while True:
+                if not self._host_online:
+                    if self._born:
+                        raise _Reconnect(f"primary host {self.spec.primary_host} went offline")
+                    log.info("sink %s: waiting for primary host %s to be online", self.name, self.spec.primary_host)
+                    while not self._host_online:
+                        self._host_changed.clear()
+                        await self._host_changed.wait()
+                if not self._born or self._rebirth:
+                    self._rebirth = False
+                    await self._births(client, bd_seq)
+                batch = self.spool.take(self.name, self.spec.batch_max)
+                if batch is None:
+                    await self._idle()
+                    continue
+                try:
+                    await self._publish_batch(client, batch)
+                except BaseException:
+                    self.spool.release(batch)
+                    raise
+                self.spool.ack(batch)
+                self.shared.acked.labels(self.name).inc(len(batch.samples))
+        except asyncio.CancelledError:
+            if self._born:
+                await self._publish_death(client, bd_seq)
+            raise
+
+    async def _births(self, client: aiomqtt.Client, bd_seq: int) -> None:
+        values = self.ctx.current_values()
+        out = self.node.births(bd_seq, values)
+        for msg in out:
+            await self._publish(client, msg)
+        self._set_born(True)
+        log.info("sink %s: born (NBIRTH + %d DBIRTH, %d of %d tag values known)", self.name, len(out) - 1,
+                 len(set(values) & set(self.node.tags)), len(self.node.tags))
+
+    async def _publish_batch(self, client: aiomqtt.Client, batch: Any) -> None:
+        for gap in batch.gaps:
+            log.warning("sink %s: the spool lost %d sample(s) of device %s before they could be sent", self.name,
+                        gap.count, gap.device)
+        out, stats = self.node.data(batch.samples)
+        for msg in out:
+            await self._publish(client, msg)
+        self.shared.published.labels(self.name).inc(stats.live + stats.historical)
+        self.m.metrics.labels(self.name, "live").inc(stats.live)
+        self.m.metrics.labels(self.name, "historical").inc(stats.historical)
+        if stats.unknown:
+            self.m.dropped.labels(self.name, "unknown_tag").inc(stats.unknown)
+            new = stats.unknown_keys - self._unknown_logged
+            if new:
+                self._unknown_logged |= new
+                log.warning("sink %s: dropping spooled samples of tags not in this cell: %s", self.name,
+                            ", ".join(sorted(new)))
+        if stats.unencodable:
+            self.m.dropped.labels(self.name, "unencodable").inc(stats.unencodable)
+
+    async def _publish(self, client: aiomqtt.Client, msg: Outgoing) -> None:
+        await client.publish(msg.topic, msg.payload, qos=0, retain=False)
+        self.m.messages.labels(self.name, msg.kind).inc()
+        self.shared.messages.labels(self.name).inc()
+
+    async def _publish_death(self, client: aiomqtt.Client, bd_seq: int) -> None:
+        """Publish NDEATH ourselves before a deliberate disconnect (the broker sends the Will only on loss)."""
+        with contextlib.suppress(aiomqtt.MqttError, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(client.publish(self.node.topics.node("NDEATH"), self.node.death_payload(bd_seq),
+                                                  qos=1, retain=False), timeout=5.0)
+            self.m.messages.labels(self.name, "NDEATH").inc()
+        self._set_born(False)
+
+    async def _idle(self) -> None:
+        """Wait for new spool data, a rebirth request or a primary host change, whichever comes first."""
+        self._wake.clear()
+        waiter = asyncio.ensure_future(self.spool.wait(self.name, timeout=IDLE_WAIT_S))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({waiter, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (waiter, woken):
+                t.cancel()
+            await asyncio.gather(waiter, woken, return_exceptions=True)
+
+    # -- incoming: STATE and commands -----------------------------------------------------------
+    async def _receive(self, client: aiomqtt.Client, commands: "asyncio.Queue[Command]") -> None:
+        state = state_topics(self.spec.primary_host) if self.spec.primary_host else []
+        async for message in client.messages:
+            topic = message.topic.value
+            payload = message.payload if isinstance(message.payload, bytes) else \
+                bytes(message.payload) if isinstance(message.payload, bytearray) else str(message.payload).encode()
+            if topic in state:
+                self._on_state(topic, payload)
+                continue
+            for cmd in self.node.parse_command(topic, payload):
+                commands.put_nowait(cmd)
+
+    def _on_state(self, topic: str, payload: bytes) -> None:
+        parsed = parse_state(payload)
+        if parsed is None:
+            log.warning("sink %s: ignoring a STATE message on %s that is neither JSON {\"online\": ...} nor "
+                        "ONLINE/OFFLINE: %r", self.name, topic, payload[:100])
+            return
+        online, ts = parsed
+        if ts is not None:
+            if ts < self._host_ts:
+                log.info("sink %s: ignoring a STATE message of %s older than the last one", self.name,
+                         self.spec.primary_host)
+                return
+            self._host_ts = ts
+        if online != self._host_online:
+            log.info("sink %s: primary host %s is %s", self.name, self.spec.primary_host,
+                     "online" if online else "offline")
+        self._host_online = online
+        self._host_changed.set()
+        self._wake.set()
+
+    async def _execute(self, commands: "asyncio.Queue[Command]") -> None:
+        """Run commands one at a time, in arrival order (writes go through the CommandGate)."""
+        while True:
+            cmd = await commands.get()
+            if cmd.kind == "rebirth":
+                log.info("sink %s: rebirth requested by %s", self.name, cmd.source)
+                self.m.rebirths.labels(self.name).inc()
+                self._rebirth = True
+                self._wake.set()
+            elif cmd.kind == "refused" or self.gate is None:
+                reason = cmd.reason or "commands are disabled for this sink (commands = false)"
+                log.warning("sink %s: refused %s %s: %s", self.name, cmd.source, cmd.metric, reason)
+                self.shared.commands.labels(self.name, "refused", cmd.code or "disabled").inc()
+            else:
+                assert cmd.tag is not None
+                res = await self.gate.execute(cmd.tag.key, cmd.value, source=f"sparkplug:{self.name}:{cmd.source}")
+                if not res.ok:
+                    log.warning("sink %s: %s write %s = %r refused: %s", self.name, cmd.source, cmd.tag.key,
+                                cmd.value, res.error)
+
+    async def close(self) -> None:
+        """Nothing left to release: run() publishes NDEATH and disconnects when it is cancelled."""
+        self._set_born(False)
+        self.shared.connected.labels(self.name).set(0)
+
+
+def _first_error(eg: BaseExceptionGroup) -> BaseException:
+    """The exception that ended a session's task group (not the cancellations it caused)."""
+    for exc in eg.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return eg.exceptions[0]
+
+
+def parse_state(payload: bytes) -> tuple[bool, int | None] | None:
+    """A primary host STATE payload: Sparkplug 3.0 JSON or legacy ONLINE/OFFLINE -> (online, timestamp)."""
+    text = payload.decode("utf-8", errors="replace").strip()
+    if text in ("ONLINE", "OFFLINE"):
+        return text == "ONLINE", None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("online"), bool):
+        return None
+    ts = doc.get("timestamp")
+    return doc["online"], ts if isinstance(ts, int) and not isinstance(ts, bool) else None
+
+
+SINK_CLASS = SparkplugSink
