@@ -17,6 +17,7 @@ from edged.sinks.config import SINK_TYPES
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "configuration.md"
 EXAMPLES = sorted((REPO / "config").glob("*.toml"))
+DRIVER_SAMPLES = sorted((REPO / "drivers").glob("*/sample.toml"))  # snippets: device tables only
 
 # Cells that, together with config/*.toml, take every optional branch of the config code, so that
 # every key any code path reads gets recorded. Each names the drivers and sink types it needs.
@@ -174,9 +175,16 @@ def _available(drivers: set[str], sinks: set[str]) -> bool:
 
 @pytest.fixture(scope="module")
 def cell_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """config/*.toml plus the feature cells whose drivers and sink types are installed."""
+    """config/*.toml, the drivers' sample snippets, and the feature cells whose drivers and sinks are installed."""
     folder = tmp_path_factory.mktemp("feature_cells")
     files = list(EXAMPLES)
+    for sample in DRIVER_SAMPLES:
+        text = sample.read_text()
+        if "[cell]" not in text:
+            text = f'[cell]\nname = "sample-{sample.parent.name}"\n\n' + text
+        path = folder / f"sample-{sample.parent.name}.toml"
+        path.write_text(text)
+        files.append(path)
     for name, (drivers, sinks, text) in FEATURE_CELLS.items():
         if _available(drivers, sinks):
             path = folder / f"{name}.toml"
