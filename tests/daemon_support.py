@@ -68,6 +68,18 @@ class Proc:
             time.sleep(0.05)
         raise AssertionError(f"no {pattern!r} within {timeout}s from edged {self.args}:\n{self.stdout}\n{self.stderr}")
 
+    def wait(self, timeout: float = 60.0) -> int:
+        """Wait for a one-shot command to exit by itself; returns the exit code."""
+        try:
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait(5)
+            raise AssertionError(f"edged {self.args} did not exit within {timeout}s:\n{self.stdout}\n{self.stderr}")
+        for t in self._threads:
+            t.join(2)
+        return self.p.returncode
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         """Signal the process and wait for it to exit; returns the exit code."""
         if self.p.poll() is None:
