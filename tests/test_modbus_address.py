@@ -168,3 +168,12 @@ def test_every_tag_error_is_reported_at_once() -> None:
                                       "c": {"address": "ir:1", "access": "write"}})
     assert [p for p, _ in config_issues(doc)] == ["device.press1.tag.a.address", "device.press1.tag.b.type",
                                                   "device.press1.tag.c.access"]
+
+
+def test_sample_snippet_is_a_valid_config() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "drivers" / "modbus" / "sample.toml").read_text()
+    devices, tags = load_devices("[scan.fast]\ninterval_ms = 100\n" + text)
+    assert sorted(devices) == ["conveyor", "oven", "press1"]
+    assert tags["press1.recipe"].addr.count == 8 and tags["press1.lube_low"].addr.bit == 3
