@@ -21,6 +21,7 @@ class SinkMetrics:
     latency: Histogram
     gaps: Counter
     commands: Counter
+    retried: Counter
 
 
 _by_registry: "weakref.WeakKeyDictionary[CollectorRegistry, SinkMetrics]" = weakref.WeakKeyDictionary()
@@ -48,6 +49,9 @@ def sink_metrics(registry: CollectorRegistry) -> SinkMetrics:
                          ["sink"], registry=registry),
             commands=Counter("edged_commands", "Write commands received from upstream, by result and reason.",
                              ["sink", "result", "reason"], registry=registry),
+            retried=Counter("edged_sink_retried_samples",
+                            "Samples sent but not acknowledged before the connection dropped; they are sent "
+                            "again, so a subscriber may see them twice.", ["sink"], registry=registry),
         )
         _by_registry[registry] = m
     return m

@@ -1,0 +1,387 @@
+"""The MQTT sink: batched JSON samples at QoS 1 from the spool, acked strictly in order after PUBACK.
+
+Per connection: a retained ``online`` status (``offline`` as the Last Will and on shutdown), a
+persistent session under a fixed client id, many messages in flight, and commands from upstream
+(``{cell}/cmd/{device}/{tag}``) carried out through the CommandGate and answered on a response
+topic. When the broker goes away, outstanding batches return to the spool and are published
+again after reconnecting (at least once: a subscriber may see a message twice, never a hole).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import math
+import string
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+
+from edged.schema import Section
+from edged.sinks.base import Sink, SinkContext
+from edged.sinks.mqtt_conn import ConnectFailed, MqttConnection, backoff_delays, describe_connect_error, \
+    make_client, parse_connection
+from edged.spool.spool import Spool, SpoolBatch
+from edged.tag import Quality, Sample, Tag
+from edged.upstream.commands import CommandGate
+from edged.upstream.metrics import sink_metrics
+
+log = logging.getLogger("edged.sinks.mqtt")
+
+QUALITY_LABELS = {int(q): q.label for q in Quality}
+PLACEHOLDERS = {"cell", "device", "tag"}
+PUBLISH_TIMEOUT_S = 120.0
+STABLE_CONNECTION_S = 10.0
+
+
+@dataclass(slots=True)
+class MqttSpec:
+    """A [sink.<name>] table of type "mqtt"."""
+
+    name: str
+    conn: MqttConnection
+    topic: str = "{cell}/{device}"
+    qos: int = 1
+    retain: bool = False
+    batch_samples: int = 5000
+    max_message_samples: int = 500
+    max_inflight: int = 64
+    status_topic: str = "{cell}/status"
+    gap_topic: str = "{cell}/gap"
+    commands: bool = True
+    command_topic: str = "{cell}/cmd/{device}/{tag}"
+    response_topic: str = "{cell}/cmd_result/{device}/{tag}"
+    command_rate_per_s: float = 5.0
+    command_burst: int = 5
+    kind: str = "mqtt"
+
+    @property
+    def per_tag(self) -> bool:
+        """True when the sample topic names the tag (one topic per tag, not per device)."""
+        return "{tag}" in self.topic
+
+
+def _check_template(sec: Section, key: str, value: str | None, allowed: set[str], required: set[str]) -> None:
+    if value is None:
+        return
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+    except ValueError as exc:
+        sec.error(key, f"expected a topic template such as \"{{cell}}/{{device}}\", found {value!r} ({exc})")
+        return
+    bad = names - allowed
+    if bad:
+        sec.error(key, f"expected placeholders among {', '.join('{' + a + '}' for a in sorted(allowed))}, "
+                       f"found {', '.join('{' + b + '}' for b in sorted(bad))}")
+    missing = required - names
+    if missing:
+        sec.error(key, f"expected the placeholder(s) {', '.join('{' + m + '}' for m in sorted(missing))} "
+                       f"in {value!r}")
+    if "+" in value or "#" in value or value.startswith("/") or value.endswith("/") or "//" in value:
+        sec.error(key, f"expected a topic without wildcards or empty levels, found {value!r}")
+
+
+def parse_spec(name: str, sec: Section, tags: dict[str, Tag]) -> MqttSpec:
+    """Read the connection keys and the MQTT sink keys of a sink table."""
+    conn = parse_connection(sec, f"edged-mqtt-{name}")
+    spec = MqttSpec(name=name, conn=conn)
+    spec.topic = sec.get_str("topic", spec.topic) or spec.topic
+    _check_template(sec, "topic", spec.topic, PLACEHOLDERS, {"device"})
+    qos = sec.get_int("qos", 1, min=0, max=2)
+    spec.qos = 1 if qos is None else qos
+    spec.retain = bool(sec.get_bool("retain", False))
+    spec.batch_samples = sec.get_int("batch_samples", spec.batch_samples, min=1, max=1_000_000) or spec.batch_samples
+    spec.max_message_samples = sec.get_int("max_message_samples", spec.max_message_samples, min=1,
+                                           max=100_000) or spec.max_message_samples
+    spec.max_inflight = sec.get_int("max_inflight", spec.max_inflight, min=1, max=65535) or spec.max_inflight
+    spec.status_topic = sec.get_str("status_topic", spec.status_topic) or spec.status_topic
+    _check_template(sec, "status_topic", spec.status_topic, {"cell"}, set())
+    spec.gap_topic = sec.get_str("gap_topic", spec.gap_topic) or spec.gap_topic
+    _check_template(sec, "gap_topic", spec.gap_topic, {"cell"}, set())
+    spec.commands = bool(sec.get_bool("commands", True))
+    spec.command_topic = sec.get_str("command_topic", spec.command_topic) or spec.command_topic
+    _check_template(sec, "command_topic", spec.command_topic, PLACEHOLDERS, {"device", "tag"})
+    spec.response_topic = sec.get_str("response_topic", spec.response_topic) or spec.response_topic
+    _check_template(sec, "response_topic", spec.response_topic, PLACEHOLDERS, set())
+    if spec.response_topic == spec.command_topic:
+        sec.error("response_topic", "expected a topic other than command_topic (edged would read its own answers)")
+    spec.command_rate_per_s = sec.get_float("command_rate_per_s", 5.0, min=0.01, max=1000.0) or 5.0
+    spec.command_burst = sec.get_int("command_burst", 5, min=1, max=1000) or 5
+    return spec
+
+
+# -- payloads -------------------------------------------------------------------------------------
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+@dataclass(slots=True)
+class Message:
+    """One MQTT message to publish for a batch."""
+
+    topic: str
+    payload: bytes
+    samples: int = 0
+    retain: bool = False
+
+
+def build_messages(spec: MqttSpec, cell: str, batch: SpoolBatch) -> list[Message]:
+    """Group a batch by topic (order kept per topic), split to max_message_samples, gaps first."""
+    out: list[Message] = []
+    if batch.gaps:
+        topic = spec.gap_topic.format(cell=cell)
+        out.append(Message(topic, _encoder.encode({"cell": cell, "gaps": [g.as_dict() for g in batch.gaps]}).encode()))
+    groups: dict[tuple[str, str], list[Sample]] = collections.defaultdict(list)
+    if spec.per_tag:
+        for s in batch.samples:
+            groups[(s.device, s.tag)].append(s)
+    else:
+        for s in batch.samples:
+            groups[(s.device, "")].append(s)
+    step = spec.max_message_samples
+    labels = QUALITY_LABELS
+    for (device, tag), items in groups.items():
+        topic = spec.topic.format(cell=cell, device=device, tag=tag)
+        for i in range(0, len(items), step):
+            part = items[i:i + step]
+            if spec.per_tag:
+                rows = [{"ts_ns": s.ts_ns, "value": _value(s.value), "quality": labels.get(s.quality, "bad")}
+                        for s in part]
+                body = {"cell": cell, "device": device, "tag": tag, "samples": rows}
+            else:
+                rows = [{"ts_ns": s.ts_ns, "tag": s.tag, "value": _value(s.value),
+                         "quality": labels.get(s.quality, "bad")} for s in part]
+                body = {"cell": cell, "device": device, "samples": rows}
+            out.append(Message(topic, _encoder.encode(body).encode(), len(part), spec.retain))
+    return out
+
+
+# -- the sink ---------------------------------------------------------------------------------------
+class _Lost(Exception):
+    """The connection was lost while publishing (the cause is chained)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Flight:
+    """A batch whose messages are being published."""
+
+    batch: SpoolBatch
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    samples: int = 0
+    handed: asyncio.Event = field(default_factory=asyncio.Event)  # set once every message has a task
+
+
+class MqttSink(Sink):
+    """Forwards the spool to an MQTT broker; see the module docstring."""
+
+    def __init__(self, spec: MqttSpec, spool: Spool, ctx: SinkContext) -> None:
+        super().__init__(spec, spool, ctx)
+        self.cell = ctx.cell_name
+        self.metrics = sink_metrics(ctx.registry)
+        self.gate = CommandGate(ctx, spec.name, spec.command_rate_per_s, spec.command_burst)
+        self.status_topic = spec.status_topic.format(cell=self.cell)
+        self.client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.last_error = ""
+        self._window = asyncio.Semaphore(spec.max_inflight)
+        self.metrics.connected.labels(spec.name).set(0)
+
+    # -- connection loop ------------------------------------------------------------------
+    async def run(self) -> None:
+        """Connect, forward and serve commands; on failures release what is in flight and reconnect."""
+        delays = backoff_delays(self.spec.conn.backoff_initial_s, self.spec.conn.backoff_max_s)
+        m = self.metrics
+        while True:
+            started = time.monotonic()
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any upstream failure: report once per change, retry
+                message = describe_connect_error(exc)
+                if message != self.last_error:
+                    log.warning("sink %s: %s: %s; samples stay in the spool, retrying", self.name,
+                                self.spec.conn.describe(), message)
+                    self.last_error = message
+            finally:
+                self.connected.clear()
+                m.connected.labels(self.name).set(0)
+                self.client = None
+                self.spool.release_all(self.name)
+            if time.monotonic() - started > STABLE_CONNECTION_S:
+                delays = backoff_delays(self.spec.conn.backoff_initial_s, self.spec.conn.backoff_max_s)
+            await asyncio.sleep(next(delays))
+
+    async def _session(self) -> None:
+        spec = self.spec
+        will = aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True)
+        client = make_client(spec.conn, will=will, clean_start=False)
+        async with client:
+            self.client = client
+            await client.publish(self.status_topic, b"online", qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S)
+            if self.last_error:
+                log.info("sink %s: connected to %s again", self.name, spec.conn.describe())
+            else:
+                log.info("sink %s: connected to %s as %s", self.name, spec.conn.describe(), spec.conn.client_id)
+            self.last_error = ""
+            self.metrics.connects.labels(self.name).inc()
+            self.metrics.connected.labels(self.name).set(1)
+            self.connected.set()
+            if spec.commands:
+                filt = spec.command_topic.format(cell=self.cell, device="+", tag="+")
+                await client.subscribe(filt, qos=0)  # commands are never queued for later while offline
+            try:
+                await self._forward_until_lost(client)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.publish(self.status_topic, b"offline", qos=1, retain=True), 2.0)
+                raise
+
+    async def _forward_until_lost(self, client: aiomqtt.Client) -> None:
+        """Run the publisher, the acker and the command listener until one of them fails."""
+        flights: asyncio.Queue[_Flight | None] = asyncio.Queue()
+        tasks = [asyncio.create_task(self._publisher(client, flights), name=f"{self.name}:publish"),
+                 asyncio.create_task(self._acker(flights), name=f"{self.name}:ack"),
+                 asyncio.create_task(self._listener(client), name=f"{self.name}:commands")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            while not flights.empty():
+                f = flights.get_nowait()
+                if f is not None:
+                    for t in f.tasks:
+                        t.cancel()
+                    if f.tasks:
+                        self.metrics_retry(f)
+            self._window = asyncio.Semaphore(self.spec.max_inflight)
+
+    def metrics_retry(self, flight: _Flight) -> None:
+        """Count samples that were sent but not acknowledged: they will be sent again (possible duplicates)."""
+        self.metrics.retried.labels(self.name).inc(flight.samples)
+
+    async def _publisher(self, client: aiomqtt.Client, flights: "asyncio.Queue[_Flight | None]") -> None:
+        spec = self.spec
+        while True:
+            batch = self.spool.take(self.name, spec.batch_samples)
+            if batch is None:
+                await self.spool.wait(self.name, timeout=5.0)
+                continue
+            flight = _Flight(batch, samples=len(batch.samples))
+            flights.put_nowait(flight)
+            for msg in build_messages(spec, self.cell, batch):
+                await self._window.acquire()
+                flight.tasks.append(asyncio.create_task(self._publish(client, msg)))
+            flight.handed.set()
+
+    async def _publish(self, client: aiomqtt.Client, msg: Message) -> None:
+        t0 = time.perf_counter()
+        try:
+            await client.publish(msg.topic, msg.payload, qos=self.spec.qos, retain=msg.retain,
+                                 timeout=PUBLISH_TIMEOUT_S)
+        finally:
+            self._window.release()
+        self.metrics.latency.labels(self.name).observe(time.perf_counter() - t0)
+
+    async def _acker(self, flights: "asyncio.Queue[_Flight | None]") -> None:
+        m = self.metrics
+        while True:
+            flight = await flights.get()
+            if flight is None:
+                return
+            await flight.handed.wait()  # the publisher may still be creating this batch's messages
+            try:
+                await asyncio.gather(*flight.tasks)
+            except Exception as exc:
+                self.metrics_retry(flight)
+                raise _Lost(describe_connect_error(exc)) from exc
+            self.spool.ack(flight.batch)
+            n_samples = len(flight.batch.samples)
+            m.published.labels(self.name).inc(n_samples)
+            m.acked.labels(self.name).inc(n_samples)
+            m.messages.labels(self.name).inc(len(flight.tasks))
+            if flight.batch.gaps:
+                m.gaps.labels(self.name).inc(len(flight.batch.gaps))
+
+    async def _listener(self, client: aiomqtt.Client) -> None:
+        """Serve write commands; also notices a lost connection at once (the iterator raises)."""
+        async for message in client.messages:
+            if not self.spec.commands:
+                continue
+            await self._command(client, message)
+
+    async def _command(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        topic = str(message.topic)
+        parsed = match_topic(self.spec.command_topic, self.cell, topic)
+        if parsed is None:
+            return
+        device, tag = parsed
+        key = f"{device}.{tag}"
+        request_id = ""
+        try:
+            body = json.loads(bytes(message.payload or b"") if not isinstance(message.payload, str)
+                              else message.payload)
+            if not isinstance(body, dict) or "value" not in body:
+                raise ValueError('expected a JSON object {"value": ..., "id": "..."}')
+            request_id = str(body.get("id", ""))[:128]
+            value = body["value"]
+        except (ValueError, UnicodeDecodeError) as exc:
+            text = str(exc) if isinstance(exc, ValueError) and "expected a JSON" in str(exc) else \
+                f'expected a JSON object {{"value": ..., "id": "..."}}: {exc}'
+            self.metrics.commands.labels(self.name, "refused", "bad_request").inc()
+            log.warning("sink %s: bad command on %s: %s", self.name, topic, text)
+            await self._respond(client, device, tag, {"id": request_id, "ok": False, "tag": key, "error": text})
+            return
+        result = await self.gate.execute(key, value, source=f"mqtt:{self.name}", request_id=request_id)
+        answer: dict[str, Any] = {"id": request_id, "ok": result.ok, "tag": key}
+        if result.ok:
+            answer.update(value=_value(result.value), old_value=_value(result.old_value))
+        else:
+            answer["error"] = result.error
+        await self._respond(client, device, tag, answer)
+
+    async def _respond(self, client: aiomqtt.Client, device: str, tag: str, answer: dict[str, Any]) -> None:
+        topic = self.spec.response_topic.format(cell=self.cell, device=device, tag=tag)
+        try:
+            await client.publish(topic, _encoder.encode(answer).encode(), qos=1, timeout=PUBLISH_TIMEOUT_S)
+        except aiomqtt.MqttError as exc:
+            log.warning("sink %s: could not send the command response on %s: %s", self.name, topic, exc)
+
+    async def close(self) -> None:
+        """The run task was cancelled (it published ``offline`` and disconnected); nothing else is held."""
+        self.metrics.connected.labels(self.name).set(0)
+
+
+def match_topic(template: str, cell: str, topic: str) -> tuple[str, str] | None:
+    """(device, tag) from a topic built by a command template, or None when it does not match."""
+    t_parts = template.split("/")
+    parts = topic.split("/")
+    if len(t_parts) != len(parts):
+        return None
+    device = tag = None
+    for t, p in zip(t_parts, parts):
+        if t == "{device}":
+            device = p
+        elif t == "{tag}":
+            tag = p
+        elif t.format(cell=cell, device="", tag="") != p:
+            return None
+    if not device or not tag:
+        return None
+    return device, tag
+
+
+SINK_CLASS = MqttSink
