@@ -43,6 +43,7 @@ class Runtime:
         self.filter = ChangeFilter(max((t.slot for t in cell.tags.values()), default=-1) + 1,
                                    heartbeat_s=cell.heartbeat_s)
         self._serve_metrics = serve_metrics and cell.metrics.enabled
+        self.drain_s = 2.0
         self._metrics_server: Any = None
         self._tasks: list[asyncio.Task] = []
         self._sink_tasks: list[asyncio.Task] = []
@@ -152,6 +153,7 @@ class Runtime:
         await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
         if self.control is not None:
             await self.control.stop()
+        await self._drain(self.drain_s)
         for t in self._sink_tasks:
             t.cancel()
         await asyncio.gather(*self._sink_tasks, return_exceptions=True)
@@ -163,6 +165,17 @@ class Runtime:
             server.shutdown()
             server.server_close()
             self._metrics_server = None
+
+    async def _drain(self, timeout_s: float) -> None:
+        """Give sinks a moment to forward what is spooled (what they do not forward stays in the spool)."""
+        if self.spool is None or not self._sink_tasks:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if not any(self.spool.stats().lag_samples.values()):
+                return
+            await asyncio.sleep(0.02)
 
     async def run_forever(self) -> None:
         """start(), tell systemd we are ready, feed its watchdog, and stop() on SIGTERM/SIGINT."""
