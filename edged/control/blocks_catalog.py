@@ -6,7 +6,9 @@ from dataclasses import dataclass
 # Pin kinds: "bool", "num" (any number, a C double), "time" (a number of milliseconds; TOML constants
 # may also be time literals such as "500ms", "2s", "T#1m30s"), and "T" (generic: every "T" pin of one
 # block takes the type of what feeds its inputs; used by SEL, MOVE and Z1).
-BOOL, NUM, TIME, GENERIC = "bool", "num", "time", "T"
+# "int" is a number that holds whole values (counters); it is reported upstream as an integer.
+BOOL, NUM, INT, TIME, GENERIC = "bool", "num", "int", "time", "T"
+NUMERIC_KINDS = (NUM, INT, TIME)
 
 MAX_INPUTS = 10   # must match BLK_MAX_IN in cext/control.pyx
 MAX_OUTPUTS = 4   # must match BLK_MAX_OUT
@@ -71,13 +73,13 @@ BLOCK_TYPES: dict[str, BlockType] = {t.name: t for t in [
     BlockType("TON", 30, *_TIMER, summary="on-delay timer"),
     BlockType("TOF", 31, *_TIMER, summary="off-delay timer"),
     BlockType("TP", 32, *_TIMER, summary="pulse timer"),
-    BlockType("CTU", 40, (_p("CU", BOOL), _p("R", BOOL, False), _p("PV", NUM, 0.0)),
-              (_p("Q", BOOL), _p("CV", NUM)), summary="up counter"),
-    BlockType("CTD", 41, (_p("CD", BOOL), _p("LD", BOOL, False), _p("PV", NUM, 0.0)),
-              (_p("Q", BOOL), _p("CV", NUM)), summary="down counter"),
+    BlockType("CTU", 40, (_p("CU", BOOL), _p("R", BOOL, False), _p("PV", INT, 0)),
+              (_p("Q", BOOL), _p("CV", INT)), summary="up counter"),
+    BlockType("CTD", 41, (_p("CD", BOOL), _p("LD", BOOL, False), _p("PV", INT, 0)),
+              (_p("Q", BOOL), _p("CV", INT)), summary="down counter"),
     BlockType("CTUD", 42, (_p("CU", BOOL, False), _p("CD", BOOL, False), _p("R", BOOL, False),
-                           _p("LD", BOOL, False), _p("PV", NUM, 0.0)),
-              (_p("QU", BOOL), _p("QD", BOOL), _p("CV", NUM)), summary="up/down counter"),
+                           _p("LD", BOOL, False), _p("PV", INT, 0)),
+              (_p("QU", BOOL), _p("QD", BOOL), _p("CV", INT)), summary="up/down counter"),
     BlockType("SR", 50, (_p("S1", BOOL), _p("R", BOOL)), (_p("Q1", BOOL),), summary="set-dominant latch"),
     BlockType("RS", 51, (_p("S", BOOL), _p("R1", BOOL)), (_p("Q1", BOOL),), summary="reset-dominant latch"),
     BlockType("ADD", 60, _ext(NUM), (_p("OUT", NUM),), True, "IN1 + IN2 + ..."),
@@ -102,7 +104,7 @@ BLOCK_TYPES: dict[str, BlockType] = {t.name: t for t in [
     BlockType("RAMP", 81, (_p("IN", NUM), _p("RATE", NUM), _p("FALL", NUM, 0.0)),
               (_p("OUT", NUM), _p("BUSY", BOOL)), summary="OUT follows IN at most RATE units/s (FALL down)"),
     BlockType("LPF", 82, (_p("IN", NUM), _p("T", TIME)), (_p("OUT", NUM),), summary="first-order low-pass"),
-    BlockType("MAVG", 83, (_p("IN", NUM), _p("N", NUM, None, True)), (_p("OUT", NUM),),
+    BlockType("MAVG", 83, (_p("IN", NUM), _p("N", INT, None, True)), (_p("OUT", NUM),),
               summary="moving average of the last N cycles"),
     BlockType("Z1", 90, (_p("IN", GENERIC),), (_p("OUT", GENERIC),),
               summary="one-cycle delay: OUT is IN of the previous cycle (breaks feedback loops)"),
