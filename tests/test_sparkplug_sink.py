@@ -49,7 +49,8 @@ class Harness:
         self.registry = CollectorRegistry()
         self.ctx = SinkContext(cell_name="cell1", tags=self.tags, write=self.write, registry=self.registry,
                                state_dir=tmp_path / "state", current_values=lambda: dict(self.current))
-        table = {"type": "sparkplug", "host": broker.host, "port": broker.port, "group_id": "plant", **keys}
+        table = {"type": "sparkplug", "host": broker.host, "port": broker.port, "group_id": "plant",
+                 "birth_wait_s": 0, **keys}
         issues = Issues("cell.toml")
         sec = Section(table, f"sink.{SINK}", issues)
         sec.get_str("type")  # read by edged.sinks.config.parse_sinks
@@ -147,7 +148,7 @@ def seqs_since_last_nbirth(msgs: list[tuple[Received, WPayload]]) -> list[int]:
 # -- the tests ------------------------------------------------------------------------------------
 async def test_births_before_data_every_metric_and_the_will_carries_the_births_bdseq(
         tmp_path: Path, mosquitto: Broker) -> None:
-    h = Harness(tmp_path, mosquitto)
+    h = Harness(tmp_path, mosquitto, birth_wait_s=0.5)
     h.scan("press1.oil_temp", 41.5)
     h.scan("press1.count", -7)
     h.scan("robot.state", "idle", quality=1)

@@ -46,6 +46,7 @@ class SparkplugSpec:
     primary_host: str | None = None
     batch_max: int = 1000
     max_metrics_per_message: int = 500
+    birth_wait_s: float = 5.0
     commands: bool = True
     command_rate_per_s: float = 5.0
     command_burst: int = 5
@@ -65,6 +66,7 @@ def parse_spec(name: str, sec: Section, tags: dict[str, Tag]) -> SparkplugSpec |
             sec.error(key, f"expected a Sparkplug id without '/', '+' or '#', found {value!r}")
     batch_max = sec.get_int("batch_max", 1000, min=1, max=100_000)
     max_metrics = sec.get_int("max_metrics_per_message", 500, min=1, max=100_000)
+    birth_wait_s = sec.get_float("birth_wait_s", 5.0, min=0.0, max=600.0)
     commands = sec.get_bool("commands", True)
     rate = sec.get_float("command_rate_per_s", 5.0, min=0.01, max=1000.0)
     burst = sec.get_int("command_burst", 5, min=1, max=1000)
@@ -73,6 +75,7 @@ def parse_spec(name: str, sec: Section, tags: dict[str, Tag]) -> SparkplugSpec |
     return SparkplugSpec(name=name, conn=conn, group_id=group_id, edge_node_id=edge_node_id,
                          client_id_set=client_id_set,
                          primary_host=primary_host, batch_max=batch_max, max_metrics_per_message=max_metrics,
+                         birth_wait_s=birth_wait_s,
                          commands=bool(commands), command_rate_per_s=rate, command_burst=burst)
 
 
@@ -238,13 +241,22 @@ class SparkplugSink(Sink):
             raise
 
     async def _births(self, client: aiomqtt.Client, bd_seq: int) -> None:
-        values = self.ctx.current_values()
+        values = await self._current_values()
         out = self.node.births(bd_seq, values)
         for msg in out:
             await self._publish(client, msg)
         self._set_born(True)
         log.info("sink %s: born (NBIRTH + %d DBIRTH, %d of %d tag values known)", self.name, len(out) - 1,
                  len(set(values) & set(self.node.tags)), len(self.node.tags))
+
+    async def _current_values(self) -> dict[str, tuple[Any, int, int]]:
+        """Current values for the births; right after start, wait (up to birth_wait_s) for the first scans."""
+        deadline = asyncio.get_running_loop().time() + self.spec.birth_wait_s
+        while True:
+            values = self.ctx.current_values()
+            if self.node.tags.keys() <= values.keys() or asyncio.get_running_loop().time() >= deadline:
+                return values
+            await asyncio.sleep(0.05)
 
     async def _publish_batch(self, client: aiomqtt.Client, batch: Any) -> None:
         for gap in batch.gaps:
