@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/modbus_poll.py
 	$(PY) bench/cycle_jitter.py
 	$(PY) bench/forward.py
+	$(PY) bench/sparkplug.py
 
 clean:
 	rm -rf build $(VENV) cext/*.c cext/*.so *.egg-info

@@ -42,7 +42,7 @@ class SparkplugSpec:
     conn: MqttConnection
     group_id: str
     edge_node_id: str | None = None  # None: the cell name
-    client_id_set: bool = False  # False: the client id is derived from the edge node id at start
+    client_id_set: bool = False  # False: the client id is edged-<group>-<edge node>-<sink>, unique per broker
     primary_host: str | None = None
     batch_max: int = 1000
     max_metrics_per_message: int = 500
@@ -127,7 +127,7 @@ class SparkplugSink(Sink):
         if bad:
             raise ValueError(f"sink.{spec.name}: device names {bad} are not valid Sparkplug device ids")
         self.conn: MqttConnection = spec.conn if spec.client_id_set else dataclasses.replace(
-            spec.conn, client_id=f"edged-{node_id}-{spec.name}"[:128])
+            spec.conn, client_id=f"edged-{spec.group_id}-{node_id}-{spec.name}"[:128])
         self.node = EdgeNode(spec.group_id, node_id, ctx.tags.values(), spec.max_metrics_per_message)
         state_dir = Path(ctx.state_dir) if ctx.state_dir is not None else Path("var")
         self.bdseq = BdSeqStore(state_dir / "sparkplug" / f"{spec.name}.bdseq")
