@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,9 +82,23 @@ def load_cell(path: str | os.PathLike[str]) -> Cell:
         issues.add("(file)", f"expected UTF-8 text: {exc}")
         raise ConfigError(issues.items) from None
     except tomllib.TOMLDecodeError as exc:
-        issues.add("(syntax)", f"invalid TOML: {exc}")
+        issues.add(*_syntax_issue(str(exc)))
         raise ConfigError(issues.items) from None
     return parse_cell(data, file, base_dir=Path(path).resolve().parent)
+
+
+def _syntax_issue(message: str) -> tuple[str, str]:
+    """Turn a tomllib error into (dotted path, message); duplicate tables get their path."""
+    m = re.match(r"Cannot declare \((.*)\) twice \((at line \d+, column \d+)\)", message)
+    if m:
+        parts = [p.strip().strip("'\"") for p in m.group(1).split(",") if p.strip()]
+        kind = {"device": "device", "tag": "tag", "sink": "sink", "scan": "scan group", "task": "task",
+                "block": "block"}.get(parts[-2] if len(parts) > 1 else "", "table")
+        return ".".join(parts), f"duplicate {kind} {parts[-1]!r}: this table is declared twice ({m.group(2)})"
+    m = re.match(r"Cannot overwrite a value \((at line \d+, column \d+)\)", message)
+    if m:
+        return "(syntax)", f"duplicate key: a key is set twice ({m.group(1)})"
+    return "(syntax)", f"invalid TOML: {message}"
 
 
 def parse_cell(data: dict[str, Any], file: str, base_dir: Path | None = None) -> Cell:
