@@ -121,3 +121,19 @@ def test_commands_resolve_names_and_aliases_and_refuse_the_rest() -> None:
     assert node.parse_command("spBv1.0/g/DCMD/n/ghost", encode_command([("x", None, INT16, 1)]))[0].kind == "refused"
     bad = node.parse_command("spBv1.0/g/DCMD/n/press1", b"\xff\xff\xff")
     assert bad[0].kind == "refused" and "malformed" in bad[0].reason
+
+
+def test_node_info_is_born_and_sent_by_ndata_only_when_it_changes() -> None:
+    node = EdgeNode("g", "n", _tags())
+    info = {"Node Info/Version": "1.2.3", "Node Info/Spool Backlog": 10, "Node Info/Samples Lost": 0}
+    out = node.births(0, {}, now_ns=T0, node_values=info)
+    nb = decode_payload(out[0].payload).by_name()
+    assert [(nb[k].alias, nb[k].value) for k in info] == [(2, "1.2.3"), (3, 10), (4, 0)]
+    assert nb["Node Info/Spool Backlog"].datatype == UINT64
+    assert node.node_data(info) is None
+    msg = node.node_data({**info, "Node Info/Spool Backlog": 0})
+    assert msg is not None and msg.topic == "spBv1.0/g/NDATA/n"
+    p = decode_payload(msg.payload)
+    assert p.seq == 3  # NBIRTH, 2 DBIRTHs
+    assert [(m.name, m.alias, m.value) for m in p.metrics] == [(None, 3, 0)]
+    assert node.node_data({**info, "Node Info/Spool Backlog": 0}) is None

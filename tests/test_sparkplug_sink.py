@@ -191,7 +191,7 @@ async def test_births_before_data_every_metric_and_the_will_carries_the_births_b
                 return [x.value for _, p in of(m, "DDATA") for x in p.metrics
                         if x.alias == TAG_ALIAS_BASE + 1 and not x.is_historical]
             msgs = await until(col, lambda m: live_counts(m) == [1, 2, 3], "live DDATA")
-            seqs = seqs_since_last_nbirth(of(msgs, "NBIRTH", "DBIRTH", "DDATA"))
+            seqs = seqs_since_last_nbirth(of(msgs, "NBIRTH", "DBIRTH", "DDATA", "NDATA"))
             assert seqs == list(range(len(seqs)))
             await until_true(lambda: h.spool.stats().lag_samples.get(SINK, 1) == 0, "every sample acked")
 
@@ -221,12 +221,24 @@ async def test_seq_wraps_and_rebirth_resends_births_with_current_values(tmp_path
             h.spool.append([Sample(t0 + i * 1000, "press1", "count", i, 0) for i in range(1, 301)])
             h.current["press1.count"] = (300, 0, t0 + 300_000)
             msgs = await until(col, lambda m: sum(1 for r in m if kind(r) == "DDATA") >= 301, "301 DDATA")
-            decoded = of(msgs, "NBIRTH", "DBIRTH", "DDATA")
+            decoded = of(msgs, "NBIRTH", "DBIRTH", "DDATA", "NDATA")
             seqs = [p.seq for _, p in decoded]
             assert seqs == [i % 256 for i in range(len(seqs))]
             assert 255 in seqs and seqs[seqs.index(255) + 1] == 0
             values = [p.metrics[0].value for r, p in decoded if kind(r) == "DDATA"]
             assert values[-300:] == list(range(1, 301))  # time order kept
+            # node info: the backlog shrinks to 0 and is reported by NDATA (alias 3)
+            h.sink.health_interval_s = 0.05
+            h.scan("press1.count", 301)
+            msgs = await until(col, lambda m: any(x.alias == 3 and x.value == 0 for _, p in of(m, "NDATA")
+                                                  for x in p.metrics), "NDATA with an empty backlog")
+            nb = of(msgs, "NBIRTH")[0][1].by_name()
+            assert nb["Node Info/Version"].datatype == STRING and nb["Node Info/Version"].value
+            assert nb["Node Info/Spool Backlog"].alias == 3 and nb["Node Info/Samples Lost"].value == 0
+            seqs = [p.seq for _, p in of(msgs, "NBIRTH", "DBIRTH", "DDATA", "NDATA")]
+            assert seqs == [i % 256 for i in range(len(seqs))]
+            h.sink.health_interval_s = 3600.0
+            h.scan("press1.count", 300)
 
             # rebirth: new NBIRTH (seq 0, same bdSeq) and DBIRTHs with the values of now
             h.scan("robot.state", "running")

@@ -21,6 +21,7 @@ from typing import Any
 import aiomqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+import edged
 from edged.schema import Section
 from edged.sinks.base import Sink, SinkContext
 from edged.sinks.mqtt_conn import (MqttConnection, backoff_delays, describe_connect_error, make_client,
@@ -32,6 +33,8 @@ from edged.upstream.metrics import sink_metrics
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 1.0
+HEALTH_INTERVAL_S = 10.0
+COMMAND_QUEUE_MAX = 1000
 
 
 @dataclass(slots=True)
@@ -146,7 +149,12 @@ class SparkplugSink(Sink):
         self._host_changed = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._born = False
+        self._birth_started = False
+        self._session_born = False
         self._unknown_logged: set[str] = set()
+        self._commands: asyncio.Queue[Command] = asyncio.Queue(maxsize=COMMAND_QUEUE_MAX)
+        self.health_interval_s = HEALTH_INTERVAL_S
+        self._health_last = 0.0
 
     # -- the outer loop ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -154,7 +162,7 @@ class SparkplugSink(Sink):
         delays = backoff_delays(self.conn.backoff_initial_s, self.conn.backoff_max_s)
         failing = False
         while True:
-            was_born = False
+            self._session_born = False
             try:
                 await self._session()
             except _Reconnect as exc:
@@ -162,8 +170,7 @@ class SparkplugSink(Sink):
                 delays = backoff_delays(self.conn.backoff_initial_s, self.conn.backoff_max_s)
                 continue
             except (aiomqtt.MqttError, OSError) as exc:
-                was_born = self._born
-                if not failing or was_born:
+                if not failing or self._session_born:
                     log.warning("sink %s: %s unavailable: %s", self.name, self.conn.describe(),
                                 describe_connect_error(exc))
                 failing = True
@@ -173,8 +180,9 @@ class SparkplugSink(Sink):
             finally:
                 self._client = None
                 self._set_born(False)
+                self._birth_started = False
                 self.shared.connected.labels(self.name).set(0)
-            if was_born:
+            if self._session_born:  # a working session ended: start the backoff from the beginning
                 delays = backoff_delays(self.conn.backoff_initial_s, self.conn.backoff_max_s)
             await asyncio.sleep(next(delays))
 
@@ -193,11 +201,12 @@ class SparkplugSink(Sink):
             if self.spec.primary_host:
                 topics += state_topics(self.spec.primary_host)
             await client.subscribe([(t, 1) for t in topics])
+            # commands of an earlier connection are dropped: a write must not arrive late and unexpected
+            self._commands = asyncio.Queue(maxsize=COMMAND_QUEUE_MAX)
             try:
                 async with asyncio.TaskGroup() as tg:
-                    commands: asyncio.Queue[Command] = asyncio.Queue()
-                    tg.create_task(self._receive(client, commands))
-                    tg.create_task(self._execute(commands))
+                    tg.create_task(self._receive(client))
+                    tg.create_task(self._execute())
                     tg.create_task(self._forward(client, bd_seq))
             except BaseExceptionGroup as eg:
                 first = _first_error(eg)
@@ -224,6 +233,7 @@ class SparkplugSink(Sink):
                 if not self._born or self._rebirth:
                     self._rebirth = False
                     await self._births(client, bd_seq)
+                await self._health(client)
                 batch = self.spool.take(self.name, self.spec.batch_max)
                 if batch is None:
                     await self._idle()
@@ -236,16 +246,19 @@ class SparkplugSink(Sink):
                 self.spool.ack(batch)
                 self.shared.acked.labels(self.name).inc(len(batch.samples))
         except asyncio.CancelledError:
-            if self._born:
+            if self._birth_started:  # an NBIRTH may be out: say goodbye before the clean DISCONNECT
                 await self._publish_death(client, bd_seq)
             raise
 
     async def _births(self, client: aiomqtt.Client, bd_seq: int) -> None:
         values = await self._current_values()
-        out = self.node.births(bd_seq, values)
+        out = self.node.births(bd_seq, values, node_values=self._node_values())
+        self._birth_started = True
+        self._health_last = asyncio.get_running_loop().time()
         for msg in out:
             await self._publish(client, msg)
         self._set_born(True)
+        self._session_born = True
         log.info("sink %s: born (NBIRTH + %d DBIRTH, %d of %d tag values known)", self.name, len(out) - 1,
                  len(set(values) & set(self.node.tags)), len(self.node.tags))
 
@@ -257,6 +270,22 @@ class SparkplugSink(Sink):
             if self.node.tags.keys() <= values.keys() or asyncio.get_running_loop().time() >= deadline:
                 return values
             await asyncio.sleep(0.05)
+
+    def _node_values(self) -> dict[str, Any]:
+        stats = self.spool.stats()
+        return {"Node Info/Version": edged.__version__,
+                "Node Info/Spool Backlog": stats.lag_samples.get(self.name, 0),
+                "Node Info/Samples Lost": stats.dropped_total}
+
+    async def _health(self, client: aiomqtt.Client) -> None:
+        """Every health_interval_s, NDATA with the node info metrics that changed."""
+        now = asyncio.get_running_loop().time()
+        if now < self._health_last + self.health_interval_s:
+            return
+        self._health_last = now
+        msg = self.node.node_data(self._node_values())
+        if msg is not None:
+            await self._publish(client, msg)
 
     async def _publish_batch(self, client: aiomqtt.Client, batch: Any) -> None:
         for gap in batch.gaps:
@@ -290,11 +319,14 @@ class SparkplugSink(Sink):
                                                   qos=1, retain=False), timeout=5.0)
             self.m.messages.labels(self.name, "NDEATH").inc()
         self._set_born(False)
+        self._birth_started = False
 
     async def _idle(self) -> None:
         """Wait for new spool data, a rebirth request or a primary host change, whichever comes first."""
         self._wake.clear()
-        waiter = asyncio.ensure_future(self.spool.wait(self.name, timeout=IDLE_WAIT_S))
+        due = self._health_last + self.health_interval_s - asyncio.get_running_loop().time()
+        timeout = max(0.0, min(IDLE_WAIT_S, due))
+        waiter = asyncio.ensure_future(self.spool.wait(self.name, timeout=timeout))
         woken = asyncio.ensure_future(self._wake.wait())
         try:
             await asyncio.wait({waiter, woken}, return_when=asyncio.FIRST_COMPLETED)
@@ -304,7 +336,7 @@ class SparkplugSink(Sink):
             await asyncio.gather(waiter, woken, return_exceptions=True)
 
     # -- incoming: STATE and commands -----------------------------------------------------------
-    async def _receive(self, client: aiomqtt.Client, commands: "asyncio.Queue[Command]") -> None:
+    async def _receive(self, client: aiomqtt.Client) -> None:
         state = state_topics(self.spec.primary_host) if self.spec.primary_host else []
         async for message in client.messages:
             topic = message.topic.value
@@ -314,7 +346,12 @@ class SparkplugSink(Sink):
                 self._on_state(topic, payload)
                 continue
             for cmd in self.node.parse_command(topic, payload):
-                commands.put_nowait(cmd)
+                try:
+                    self._commands.put_nowait(cmd)
+                except asyncio.QueueFull:
+                    log.warning("sink %s: refused %s %s: too many commands queued", self.name, cmd.source,
+                                cmd.metric)
+                    self.shared.commands.labels(self.name, "refused", "overload").inc()
 
     def _on_state(self, topic: str, payload: bytes) -> None:
         parsed = parse_state(payload)
@@ -336,10 +373,10 @@ class SparkplugSink(Sink):
         self._host_changed.set()
         self._wake.set()
 
-    async def _execute(self, commands: "asyncio.Queue[Command]") -> None:
+    async def _execute(self) -> None:
         """Run commands one at a time, in arrival order (writes go through the CommandGate)."""
         while True:
-            cmd = await commands.get()
+            cmd = await self._commands.get()
             if cmd.kind == "rebirth":
                 log.info("sink %s: rebirth requested by %s", self.name, cmd.source)
                 self.m.rebirths.labels(self.name).inc()

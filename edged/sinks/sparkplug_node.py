@@ -23,6 +23,12 @@ BDSEQ = "bdSeq"
 # so aliases are unique across the edge node and stable for as long as the cell file's tag order is.
 REBIRTH_ALIAS = 1
 TAG_ALIAS_BASE = 16
+# Node metrics about edged itself: name -> (alias, datatype). Born in NBIRTH, updated by NDATA.
+NODE_INFO: dict[str, tuple[int, SpType]] = {
+    "Node Info/Version": (2, SpType.String),
+    "Node Info/Spool Backlog": (3, SpType.UInt64),  # samples this sink has not delivered yet
+    "Node Info/Samples Lost": (4, SpType.UInt64),  # samples the spool dropped (full or too old)
+}
 
 
 def valid_id(text: str) -> bool:
@@ -150,6 +156,7 @@ class EdgeNode:
         self.bd_seq: int | None = None
         self.birth_ns: int | None = None
         self._seq = 0
+        self._node_sent: dict[str, Any] = {}
 
     @staticmethod
     def alias(tag: Tag) -> int:
@@ -170,11 +177,12 @@ class EdgeNode:
         return msg.SerializeToString()
 
     def births(self, bd_seq: int, values: dict[str, tuple[Any, int, int]],
-               now_ns: int | None = None) -> list[Outgoing]:
-        """NBIRTH (seq 0, with bdSeq and Node Control/Rebirth) then one DBIRTH per device.
+               now_ns: int | None = None, node_values: dict[str, Any] | None = None) -> list[Outgoing]:
+        """NBIRTH (seq 0, with bdSeq, Node Control/Rebirth, node info) then one DBIRTH per device.
 
         ``values`` is ``{tag_key: (value, quality, ts_ns)}``; a tag without a current value is
-        born with ``is_null``. From now on, samples acquired before ``now_ns`` are historical.
+        born with ``is_null``. ``node_values`` are the ``NODE_INFO`` metrics. From now on,
+        samples acquired before ``now_ns`` are historical.
         """
         now_ns = time.time_ns() if now_ns is None else now_ns
         self.bd_seq = bd_seq
@@ -189,6 +197,13 @@ class EdgeNode:
         m = nb.metrics.add()
         m.name, m.alias, m.timestamp, m.datatype = REBIRTH, REBIRTH_ALIAS, now_ms, SpType.Boolean
         m.boolean_value = False
+        self._node_sent = {}
+        for name, (alias, sp_type) in NODE_INFO.items():
+            value = (node_values or {}).get(name)
+            m = nb.metrics.add()
+            m.name, m.alias, m.timestamp, m.datatype = name, alias, now_ms, sp_type
+            sp.set_value(m, sp_type, value)
+            self._node_sent[name] = value
         out.append(Outgoing(self.topics.node("NBIRTH"), nb.SerializeToString(), "NBIRTH", nb.seq, len(nb.metrics)))
         for device, tags in self.devices.items():
             db = sp.Payload()
@@ -216,6 +231,25 @@ class EdgeNode:
         if quality:
             sp.add_quality(m, quality)
         return ok
+
+    def node_data(self, node_values: dict[str, Any], now_ns: int | None = None) -> Outgoing | None:
+        """NDATA with the node info metrics that changed since they were last sent, or None."""
+        if self.birth_ns is None:
+            raise RuntimeError("node_data() before births()")
+        changed = {k: v for k, v in node_values.items() if k in NODE_INFO and self._node_sent.get(k) != v}
+        if not changed:
+            return None
+        now_ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
+        msg = sp.Payload()
+        msg.timestamp = now_ms
+        for name, value in changed.items():
+            alias, sp_type = NODE_INFO[name]
+            m = msg.metrics.add()
+            m.alias, m.timestamp, m.datatype = alias, now_ms, sp_type
+            sp.set_value(m, sp_type, value)
+            self._node_sent[name] = value
+        msg.seq = self._next_seq()
+        return Outgoing(self.topics.node("NDATA"), msg.SerializeToString(), "NDATA", msg.seq, len(msg.metrics))
 
     # -- data ------------------------------------------------------------------------------
     def data(self, samples: Iterable[Sample], now_ns: int | None = None) -> tuple[list[Outgoing], DataStats]:
