@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,7 @@ edge_node_id = "line3"
 primary_host = "scada"
 batch_max = 500
 max_metrics_per_message = 200
+birth_wait_s = 2
 commands = true
 command_rate_per_s = 2
 command_burst = 4
@@ -147,6 +149,41 @@ seed = 7
 [device.gen.tag.count]
 address = "counter"
 """),
+    "mqtt_everything": (set(), {"mqtt"}, """
+[cell]
+name = "mqtt"
+
+[sink.upstream]
+type = "mqtt"
+host = "broker.plant.example"
+port = 8883
+client_id = "edged-line3"
+keepalive_s = 20
+protocol = "3.1.1"
+connect_timeout_s = 5
+backoff_initial_s = 1
+backoff_max_s = 60
+tls = true
+tls_ca = "/etc/edged/ca.pem"
+tls_cert = "/etc/edged/client.pem"
+tls_key = "/etc/edged/client.key"
+tls_insecure = true
+username = "line3"
+password_env = "EDGED_MQTT_PASSWORD"
+topic = "plant1/{cell}/{device}/{tag}"
+qos = 1
+retain = false
+batch_samples = 1000
+max_message_samples = 100
+max_inflight = 16
+status_topic = "plant1/{cell}/status"
+gap_topic = "plant1/{cell}/gap"
+commands = true
+command_topic = "plant1/{cell}/cmd/{device}/{tag}"
+response_topic = "plant1/{cell}/cmd_result/{device}/{tag}"
+command_rate_per_s = 1
+command_burst = 2
+"""),
     "modbus_rtu": ({"modbus"}, set(), """
 [cell]
 name = "modbus-rtu"
@@ -167,6 +204,17 @@ address = "co:0"
 }
 
 
+def complete_snippet(text: str, name: str) -> str:
+    """A driver's sample snippet as a whole cell: add [cell] and the scan groups its tags name, if missing."""
+    data = tomllib.loads(text)
+    head = "" if "cell" in data else f'[cell]\nname = "{name}"\n\n'
+    groups = {t.get("scan") for d in data.get("device", {}).values() for t in d.get("tag", {}).values()}
+    declared = set(data.get("scan", {})) | {"default", None}
+    for group in sorted(g for g in groups - declared if isinstance(g, str)):
+        head += f"[scan.{group}]\ninterval_ms = 1000\n\n"
+    return head + text
+
+
 def _available(drivers: set[str], sinks: set[str]) -> bool:
     installed = available_drivers()
     return (all(d in installed for d in drivers)
@@ -179,11 +227,8 @@ def cell_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("feature_cells")
     files = list(EXAMPLES)
     for sample in DRIVER_SAMPLES:
-        text = sample.read_text()
-        if "[cell]" not in text:
-            text = f'[cell]\nname = "sample-{sample.parent.name}"\n\n' + text
         path = folder / f"sample-{sample.parent.name}.toml"
-        path.write_text(text)
+        path.write_text(complete_snippet(sample.read_text(), f"sample-{sample.parent.name}"))
         files.append(path)
     for name, (drivers, sinks, text) in FEATURE_CELLS.items():
         if _available(drivers, sinks):
