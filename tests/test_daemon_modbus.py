@@ -184,5 +184,7 @@ def test_device_down_and_back_while_other_keeps_scanning(cell, tmp_path: Path) -
     # data reached the local sink, including the bad-quality samples of the outage
     lines = [json.loads(x) for x in (tmp_path / "state" / "samples.jsonl").read_text().splitlines() if x.strip()]
     a_speed = [x for x in lines if x.get("device") == "a" and x.get("tag") == "speed"]
-    assert [x["quality"] for x in a_speed][:2] == ["good", "bad"]
+    qualities = [x["quality"] for x in a_speed]
+    first_good = qualities.index("good")
+    assert "bad" in qualities[first_good:], qualities  # the outage is in the data
     assert a_speed[-1]["quality"] == "good" and a_speed[-1]["value"] == pytest.approx(7.5)
