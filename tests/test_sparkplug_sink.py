@@ -376,3 +376,24 @@ def test_config_errors_name_the_key(table: dict[str, Any], message: str) -> None
     sec.finish()
     assert spec is None or issues.items
     assert any(message in str(i) for i in issues.items), [str(i) for i in issues.items]
+
+
+def test_a_cell_name_that_is_no_sparkplug_id_needs_edge_node_id(tmp_path: Path) -> None:
+    from edged.errors import ConfigError
+
+    issues = Issues("cell.toml")
+    sec = Section({"type": "sparkplug", "group_id": "g"}, "sink.s", issues)
+    sec.get_str("type")
+    spec = parse_spec("s", sec, {})
+    assert spec is not None and not issues.items
+
+    async def write(key: str, value: Any, source: str) -> WriteResult:
+        return WriteResult(False, key)
+
+    spool = Spool.open(tmp_path / "spool", SpoolSpec(), ["s"])
+    try:
+        ctx = SinkContext(cell_name="line/3", tags={}, write=write, registry=CollectorRegistry(), state_dir=tmp_path)
+        with pytest.raises(ConfigError, match="sink.s.edge_node_id: expected edge_node_id to be set: the cell name 'line/3'"):
+            SparkplugSink(spec, spool, ctx)
+    finally:
+        spool.close()

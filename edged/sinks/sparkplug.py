@@ -22,6 +22,7 @@ import aiomqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 import edged
+from edged.errors import ConfigError, ConfigIssue
 from edged.schema import Section
 from edged.sinks.base import Sink, SinkContext
 from edged.sinks.mqtt_conn import (MqttConnection, backoff_delays, describe_connect_error, make_client,
@@ -123,12 +124,11 @@ class SparkplugSink(Sink):
         super().__init__(spec, spool, ctx)
         self.spec: SparkplugSpec = spec
         node_id = spec.edge_node_id or ctx.cell_name
-        if not valid_id(node_id):
-            raise ValueError(f"sink.{spec.name}: the cell name {node_id!r} is not a valid Sparkplug edge node id "
-                             "(it contains '/', '+' or '#'); set edge_node_id")
-        bad = sorted({t.device for t in ctx.tags.values() if not valid_id(t.device)})
-        if bad:
-            raise ValueError(f"sink.{spec.name}: device names {bad} are not valid Sparkplug device ids")
+        if not valid_id(node_id):  # device names cannot contain these characters (schema.valid_name)
+            raise ConfigError([ConfigIssue("cell", f"sink.{spec.name}.edge_node_id",
+                                           "expected edge_node_id to be set: the cell name "
+                                           f"{node_id!r} contains '/', '+' or '#', so it cannot be the "
+                                           "Sparkplug edge node id")])
         self.conn: MqttConnection = spec.conn if spec.client_id_set else dataclasses.replace(
             spec.conn, client_id=f"edged-{spec.group_id}-{node_id}-{spec.name}"[:128])
         self.node = EdgeNode(spec.group_id, node_id, ctx.tags.values(), spec.max_metrics_per_message)
@@ -199,6 +199,8 @@ class SparkplugSink(Sink):
                      self.node.topics.group_id, self.node.topics.edge_node_id, bd_seq)
             topics = list(self.node.topics.command_filters())
             if self.spec.primary_host:
+                # wait for the host's (retained) STATE on this connection, whatever it said before
+                self._host_online = False
                 topics += state_topics(self.spec.primary_host)
             await client.subscribe([(t, 1) for t in topics])
             # commands of an earlier connection are dropped: a write must not arrive late and unexpected
