@@ -3,7 +3,6 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := mosquitto prometheus socat rt-tests
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test sysdeps venv bench soak clean
@@ -14,13 +13,15 @@ demo: $(STAMP)
 test: sysdeps $(STAMP)
 	cd tests && ../$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15
 
-# System packages the tests run against (mosquitto broker, promtool, socat pty pairs, cyclictest).
+# System packages the tests run against (mosquitto broker, promtool, socat pty pairs, cyclictest,
+# systemd-analyze for the unit checks).
 sysdeps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v socat >/dev/null || missing="$$missing socat"; \
 	command -v cyclictest >/dev/null || missing="$$missing rt-tests"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
