@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import paho.mqtt.client as paho
 import pytest
-from mosquitto_support import Broker, Collector, Received, mosquitto  # noqa: F401
+from mosquitto_support import Broker, Collector, Received, mosquitto, mosquitto_tls  # noqa: F401
 from prometheus_client import CollectorRegistry
 from test_sparkplug_wire import BOOLEAN, DOUBLE, FLOAT, INT16, INT32, STRING, WPayload, decode_payload, encode_command
 
@@ -346,6 +346,28 @@ async def test_dcmd_writes_a_writable_tag_and_refuses_a_read_only_one(tmp_path: 
                 return {(x.alias, x.value) for _, p in of(m, "DDATA") for x in p.metrics if not x.is_historical}
             await until(col, lambda m: {(TAG_ALIAS_BASE + 2, 250), (TAG_ALIAS_BASE + 4, True)} <= written(m),
                         "the written values read back in DDATA")
+        finally:
+            await h.stop()
+
+
+async def test_mqtt5_over_tls_with_a_client_certificate_births_and_the_will(tmp_path: Path,
+                                                                           mosquitto_tls: Broker) -> None:
+    pki = mosquitto_tls.pki
+    assert pki is not None
+    h = Harness(tmp_path, mosquitto_tls, port=mosquitto_tls.tls_port, protocol="5", tls_ca=str(pki.ca_cert),
+                tls_cert=str(pki.client_cert), tls_key=str(pki.client_key))
+    h.scan("press1.count", 9)
+    with Collector(mosquitto_tls, "spBv1.0/#", client_id="sp-tls") as col:
+        h.start()
+        try:
+            msgs = await until(col, lambda m: len(of(m, "DBIRTH")) == 2, "births over TLS")
+            bd = of(msgs, "NBIRTH")[0][1].by_name()["bdSeq"].value
+            births = {r.topic.rsplit("/", 1)[1]: p for r, p in of(msgs, "DBIRTH")}
+            assert births["press1"].by_name()["count"].value == 9
+            h.sink._client._client.socket().shutdown(socket.SHUT_RDWR)  # cut the TLS connection
+            msgs = await until(col, lambda m: len(of(m, "NBIRTH")) == 2, "the Will and a new NBIRTH")
+            assert [p.by_name()["bdSeq"].value for _, p in of(msgs, "NDEATH")] == [bd]
+            assert of(msgs, "NBIRTH")[1][1].by_name()["bdSeq"].value == bd + 1
         finally:
             await h.stop()
 
