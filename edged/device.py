@@ -33,12 +33,15 @@ def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Rand
     return rng.uniform(d / 2, d)
 
 
+STALE_SCANS = 3  # a group whose last poll is older than this many intervals (and 1 s) has stale values
+
+
 class DeviceRunner:
     """Owns one device's driver at run time; a slow or failing device never delays another's scans."""
 
     def __init__(self, device: Device, scans: dict[str, ScanSpec], deliver: Callable[[list[Reading]], None],
-                 poll_hist: Histogram | None = None, group_index: dict[tuple[str, str], tuple[int, int]] | None = None
-                 ) -> None:
+                 poll_hist: Histogram | None = None, group_index: dict[tuple[str, str], tuple[int, int]] | None = None,
+                 current: dict[str, tuple[Any, int, int]] | None = None) -> None:
         self.device = device
         self.name = device.spec.name
         self.driver = device.driver
@@ -60,6 +63,8 @@ class DeviceRunner:
             phase = spec.phase_s if spec.phase_s is not None else phase_for(idx, count, spec.interval_s)
             self.groups.append(ScanGroup(self.name, g, spec.interval_s, phase, self._poller(g)))
         self._group_bad: set[str] = set()
+        self._current = current if current is not None else {}
+        self._stale: set[str] = set()
 
     # -- state ----------------------------------------------------------------
     def _set_state(self, state: DeviceState, reason: str = "") -> None:
@@ -134,6 +139,8 @@ class DeviceRunner:
             self._set_state(DeviceState.UP, "connected")
             tasks = [asyncio.create_task(g.run(), name=f"scan:{self.name}:{g.name}") for g in self.groups]
             tasks.append(asyncio.create_task(self._push(), name=f"push:{self.name}"))
+            if self.groups:
+                tasks.append(asyncio.create_task(self._stale_watch(), name=f"stale:{self.name}"))
             lost = asyncio.create_task(self._lost.wait())
             try:
                 await asyncio.wait([lost, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -152,6 +159,35 @@ class DeviceRunner:
             await self._close_quietly()
             await asyncio.sleep(backoff_delay(0, spec.backoff_initial_s, spec.backoff_max_s, self._rng))
             attempt = 1
+
+    async def _stale_watch(self) -> None:
+        """Mark a group's good values uncertain (stale) when its polls stop completing in time.
+
+        This happens when a device or a shared RTU line is too slow for the configured rates: the
+        values are the last ones read, but no longer current.
+        """
+        loop = asyncio.get_running_loop()
+        period = max(0.2, min(g.interval_s for g in self.groups))
+        started = loop.time()
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for g in self.groups:
+                limit = max(STALE_SCANS * g.interval_s, 1.0)
+                age = now - (g.last_done or started)
+                if age > limit and g.name not in self._stale:
+                    self._stale.add(g.name)
+                    log.warning("device %s: scan %s has not completed for %.1f s: values are stale", self.name,
+                                g.name, age)
+                    ts = time.time_ns()
+                    readings = []
+                    for t in self._tags_by_group.get(g.name, []):
+                        value, quality, _ = self._current.get(t.key, (None, int(Quality.BAD), 0))
+                        if quality == Quality.GOOD:
+                            readings.append(Reading(t, value, Quality.UNCERTAIN, ts))
+                    self.deliver(readings)
+                elif age <= limit and g.name in self._stale:
+                    self._stale.discard(g.name)
 
     async def _push(self) -> None:
         try:

@@ -54,7 +54,8 @@ class Runtime:
         hist = poll_histogram(self.registry)
         index = _group_index(cell)
         self.runners: dict[str, DeviceRunner] = {
-            name: DeviceRunner(dev, cell.scans, self.accept, hist, index) for name, dev in cell.devices.items()
+            name: DeviceRunner(dev, cell.scans, self.accept, hist, index, self.current)
+            for name, dev in cell.devices.items()
         }
         self.registry.register(RuntimeCollector(self))
 

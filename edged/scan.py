@@ -23,6 +23,7 @@ class ScanGroup:
         self.overruns = 0
         self.scans = 0
         self.last_duration_s = 0.0
+        self.last_done = 0.0  # loop time of the last completed poll (0: none yet)
 
     def first_deadline(self, now: float) -> float:
         """The first deadline: the next multiple of the interval after now, plus the phase.
@@ -44,6 +45,7 @@ class ScanGroup:
             t0 = time.perf_counter()
             await self.poll()
             self.last_duration_s = time.perf_counter() - t0
+            self.last_done = loop.time()
             self.scans += 1
             deadline += self.interval_s
             now = loop.time()

@@ -1,0 +1,95 @@
+"""The Runtime in-process against the Modbus emulator (a real pymodbus server): staleness and writes."""
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from pathlib import Path
+
+from daemon_support import free_port
+from edged.cell import parse_cell
+from edged.runtime import Runtime
+from edged.tag import Quality
+
+CELL = """
+[cell]
+name = "s"
+state_dir = "{state}"
+
+[metrics]
+enabled = false
+
+[device.slow]
+driver = "modbus"
+host = "127.0.0.1"
+port = {port}
+timeout_s = 5.0
+
+[device.slow.tag.level]
+address = "hr:0"
+type = "uint16"
+scan_ms = 100
+
+[device.slow.tag.setpoint]
+address = "hr:1"
+type = "int16"
+access = "write"
+min = -100
+max = 100
+scan_ms = 100
+"""
+
+
+async def until(cond, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        assert loop.time() < end, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+def make_cell(tmp_path: Path):
+    return parse_cell(tomllib.loads(CELL.format(state=tmp_path / "state", port=free_port())), "cell.toml")
+
+
+async def test_values_go_uncertain_when_polls_stop_completing_and_recover(tmp_path: Path) -> None:
+    cell = make_cell(tmp_path)
+    drv = cell.devices["slow"].driver
+    emu = type(drv).emulator([drv])
+    await emu.start()
+    emu.set_value(cell.tags["slow.level"], 42)
+    rt = Runtime(cell, serve_metrics=False)
+    await rt.start()
+    try:
+        await until(lambda: rt.current.get("slow.level", (None, 2, 0))[:2] == (42, Quality.GOOD))
+        emu.delay(1, 2.0)  # slower than 3 intervals and 1 s, faster than the timeout
+        await until(lambda: rt.current["slow.level"][1] == Quality.UNCERTAIN)
+        assert rt.current["slow.level"][0] == 42  # the last value, flagged stale
+        emu.delay(1, 0.0)
+        await until(lambda: rt.current["slow.level"][1] == Quality.GOOD)
+    finally:
+        await rt.stop()
+        await emu.stop()
+
+
+async def test_runtime_write_checks_then_writes_through_the_driver(tmp_path: Path) -> None:
+    cell = make_cell(tmp_path)
+    drv = cell.devices["slow"].driver
+    emu = type(drv).emulator([drv])
+    await emu.start()
+    rt = Runtime(cell, serve_metrics=False)
+    await rt.start()
+    try:
+        await until(lambda: "slow.setpoint" in rt.current and rt.current["slow.setpoint"][1] == Quality.GOOD)
+        ok = await rt.write("slow.setpoint", -100, source="test")
+        assert ok.ok, ok.error
+        assert emu.get_value(cell.tags["slow.setpoint"]) == -100
+        for key, value, reason in [("slow.setpoint", 101, "invalid_value"), ("slow.level", 1, "read_only"),
+                                   ("slow.nope", 1, "unknown_tag"), ("slow.setpoint", "x", "invalid_value")]:
+            res = await rt.write(key, value, source="test")
+            assert not res.ok and res.error
+            assert rt.stats.writes_refused[reason] >= 1
+        assert emu.get_value(cell.tags["slow.setpoint"]) == -100  # nothing refused reached the device
+        assert emu.get_value(cell.tags["slow.level"]) == 0
+    finally:
+        await rt.stop()
+        await emu.stop()
