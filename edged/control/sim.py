@@ -108,3 +108,40 @@ def load_tasks(toml_text: str, tags: dict[str, Tag], file: str = "control.toml")
 def compile_tasks(spec: ControlSpec) -> list[Layout]:
     """Compile every task of a spec (its programs are built with Layout.program())."""
     return [compile_task(t) for t in spec.tasks]
+
+
+_GROUP = [
+    ("s", 'type = "LPF"\nin = {{ IN = {prev}, T = 100 }}'),
+    ("c", 'type = "GT"\nin = {{ IN1 = "s{k}.OUT", IN2 = 40.0, HYST = 2.0 }}'),
+    ("t", 'type = "TON"\nin = {{ IN = "c{k}.OUT", PT = 50 }}'),
+    ("e", 'type = "R_TRIG"\nin = {{ CLK = "t{k}.Q" }}'),
+    ("n", 'type = "CTU"\nin = {{ CU = "e{k}.Q", PV = 100 }}'),
+    ("a", 'type = "AND"\nin = {{ IN1 = "c{k}.OUT", IN2 = "t{k}.Q" }}'),
+    ("p", 'type = "PID"\nin = {{ PV = "s{k}.OUT", SP = 55.0, KP = 1.5, TR = 1000, XMIN = 0.0, XMAX = 100.0 }}'),
+    ("l", 'type = "LIMIT"\nin = {{ MN = 0.0, IN = "p{k}.XOUT", MX = 80.0 }}'),
+    ("m", 'type = "ADD"\nin = {{ IN1 = "l{k}.OUT", IN2 = "n{k}.CV" }}'),
+    ("g", 'type = "SEL"\nin = {{ G = "a{k}.OUT", IN0 = "m{k}.OUT", IN1 = 0.0 }}'),
+]
+
+
+def synthetic_task_toml(nblocks: int, period_us: int, name: str = "bench", report: bool = True) -> str:
+    """TOML of one task with nblocks blocks in a realistic mix (filter, compare, timer, edge, counter,
+    logic, PID, limit, arithmetic, select), chained so that every block depends on earlier ones."""
+    lines = [f"[task.{name}]", f"period_us = {period_us}"]
+    prev = "50.0"
+    for i in range(nblocks):
+        k, (prefix, body) = divmod(i, len(_GROUP))[0], _GROUP[i % len(_GROUP)]
+        lines.append(f"[task.{name}.block.{prefix}{k}]")
+        lines.append(body.format(k=k, prev=prev))
+        if not report:
+            lines.append("report = false")
+        if prefix == "g":
+            prev = f'"g{k}.OUT"'
+    return "\n".join(lines) + "\n"
+
+
+def synthetic_program(nblocks: int, period_us: int = 1000, report: bool = True) -> tuple[Any, Layout]:
+    """A compiled Program (and its layout) of nblocks blocks from synthetic_task_toml."""
+    spec = load_tasks(synthetic_task_toml(nblocks, period_us, report=report), {})
+    lay = compile_task(spec.tasks[0])
+    return lay.program(), lay
