@@ -112,11 +112,10 @@ class Tag:
     min: float | None = None
     max: float | None = None
     slot: int = -1
+    key: str = field(init=False, compare=False, repr=False)  # the cell-wide name ``device.tag``
 
-    @property
-    def key(self) -> str:
-        """The cell-wide name ``device.tag``."""
-        return f"{self.device}.{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.device}.{self.name}")
 
     @property
     def writable(self) -> bool:
