@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edged.config_reference import (KeyRecorder, TableRef, collect, compare, format_index, parse_doc,
-                                    parse_heading, skeleton)
+from edged.config_reference import (KeyRecorder, TableRef, block_types_markdown, collect, compare,
+                                    doc_block_types, format_index, parse_doc, parse_heading, skeleton)
 from edged.driver import available_drivers
 from edged.schema import Section
 from edged.sinks.config import SINK_TYPES
@@ -184,6 +184,37 @@ response_topic = "plant1/{cell}/cmd_result/{device}/{tag}"
 command_rate_per_s = 1
 command_burst = 2
 """),
+    "control_everything": ({"sim"}, set(), """
+[cell]
+name = "control"
+
+[device.gen]
+driver = "sim"
+
+[device.gen.tag.level]
+address = "ramp:0:100:30"
+
+[device.gen.tag.valve]
+address = "constant:0.0"
+access = "write"
+
+[task.fast]
+period_us = 1000
+priority = 50
+cpu = 1
+mlock = true
+overrun = "delay"
+write_period_ms = 1000
+ring_size = 1024
+
+[task.fast.block.pid]
+type = "PID"
+in = { PV = "gen.level", SP = 50.0, KP = 2.0, TR = "30s" }
+out = { XOUT = "gen.valve" }
+safe = { XOUT = 0.0 }
+bad_after_ms = 500
+report = false
+"""),
     "modbus_rtu": ({"modbus"}, set(), """
 [cell]
 name = "modbus-rtu"
@@ -272,6 +303,25 @@ def test_every_installed_driver_and_sink_type_is_exercised(code_keys) -> None:
     assert set(available_drivers()) - drivers == set()
     landed = {s for s in SINK_TYPES if importlib.util.find_spec(SINK_TYPES[s]) is not None}
     assert landed - sinks == set()
+
+
+def test_block_types_table_matches_the_catalog() -> None:
+    """The block-type table of the reference is the one generated from the block catalog."""
+    assert doc_block_types(DOC.read_text()) == block_types_markdown(), (
+        "regenerate it: python -m edged.config_reference --blocks, and paste it over the old table")
+
+
+def test_block_types_table_lists_every_type_and_pin() -> None:
+    """Every block type of the catalog appears with each of its pins (a check of the generator itself)."""
+    from edged.control.blocks_catalog import BLOCK_TYPES
+
+    table = block_types_markdown()
+    for bt in BLOCK_TYPES.values():
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{bt.name}` |"))
+        if bt.extensible:
+            assert f"`{bt.inputs[0].name}`..`{bt.inputs[-1].name}` {bt.inputs[0].kind}" in row
+        for pin in [*(() if bt.extensible else bt.inputs), *bt.outputs]:
+            assert f"`{pin.name}` {pin.kind}" in row, (bt.name, pin.name)
 
 
 def test_doc_headings_are_all_parsed() -> None:
