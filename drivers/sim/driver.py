@@ -1,6 +1,7 @@
 """SimDriver: a device without I/O whose tags are generated signals; writes to writable tags are kept."""
 from __future__ import annotations
 
+import logging
 import time
 import zlib
 from typing import Any
@@ -10,6 +11,8 @@ from edged.schema import Section
 from edged.tag import DataType, Quality, Reading, Tag
 
 from .signals import AddressError, Signal, parse_address
+
+log = logging.getLogger("edged.drivers.sim")
 
 
 class SimDriver(Driver):
@@ -23,6 +26,7 @@ class SimDriver(Driver):
         self.written: dict[str, Any] = {}
         self.last: dict[str, Any] = {}
         self.connected = False
+        self._announced = False
         self._groups: dict[str, list[Tag]] = {}
         for tag in tags:
             self._groups.setdefault(tag.scan, []).append(tag)
@@ -56,7 +60,13 @@ class SimDriver(Driver):
         return {g: [f"{t.name}: {t.address} ({t.dtype.value})" for t in ts] for g, ts in self._groups.items()}
 
     async def connect(self) -> None:
-        """Nothing to connect to."""
+        """Nothing to connect to; the first time, log where each counter starts (to tell restarts from loss)."""
+        if not self._announced:
+            self._announced = True
+            for tag in self.tags:
+                sig: Signal = tag.addr
+                if sig.kind == "counter":
+                    log.info("sim: %s counts from %d", tag.key, sig.count)
         self.connected = True
 
     async def read(self, group: str) -> list[Reading]:

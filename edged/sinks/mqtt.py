@@ -207,7 +207,8 @@ class MqttSink(Sink):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any upstream failure: report once per change, retry
-                message = describe_connect_error(exc)
+                message = describe_connect_error(exc) if not self.connected.is_set() \
+                    else f"connection lost ({_short_error(exc)})"
                 if message != self.last_error:
                     log.warning("sink %s: %s: %s; samples stay in the spool, retrying", self.name,
                                 self.spec.conn.describe(), message)
@@ -283,17 +284,20 @@ class MqttSink(Sink):
             flight = _Flight(batch, samples=len(batch.samples))
             flights.put_nowait(flight)
             for msg in build_messages(spec, self.cell, batch):
-                await self._window.acquire()
-                flight.tasks.append(asyncio.create_task(self._publish(client, msg)))
+                window = self._window
+                await window.acquire()
+                task = asyncio.create_task(self._publish(client, msg, window))
+                task.add_done_callback(_retrieve)
+                flight.tasks.append(task)
             flight.handed.set()
 
-    async def _publish(self, client: aiomqtt.Client, msg: Message) -> None:
+    async def _publish(self, client: aiomqtt.Client, msg: Message, window: asyncio.Semaphore) -> None:
         t0 = time.perf_counter()
         try:
             await client.publish(msg.topic, msg.payload, qos=self.spec.qos, retain=msg.retain,
                                  timeout=PUBLISH_TIMEOUT_S)
         finally:
-            self._window.release()
+            window.release()
         self.metrics.latency.labels(self.name).observe(time.perf_counter() - t0)
 
     async def _acker(self, flights: "asyncio.Queue[_Flight | None]") -> None:
@@ -307,7 +311,7 @@ class MqttSink(Sink):
                 await asyncio.gather(*flight.tasks)
             except Exception as exc:
                 self.metrics_retry(flight)
-                raise _Lost(describe_connect_error(exc)) from exc
+                raise _Lost(_short_error(exc)) from exc
             self.spool.ack(flight.batch)
             n_samples = len(flight.batch.samples)
             m.published.labels(self.name).inc(n_samples)
@@ -363,6 +367,19 @@ class MqttSink(Sink):
     async def close(self) -> None:
         """The run task was cancelled (it published ``offline`` and disconnected); nothing else is held."""
         self.metrics.connected.labels(self.name).set(0)
+
+
+def _short_error(exc: BaseException) -> str:
+    """The innermost message of an exception chain, without secrets (MQTT errors carry none)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Mark a publish task's failure as seen (the acker reports the first failure of a batch)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def match_topic(template: str, cell: str, topic: str) -> tuple[str, str] | None:
