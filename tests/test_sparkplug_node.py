@@ -137,3 +137,24 @@ def test_node_info_is_born_and_sent_by_ndata_only_when_it_changes() -> None:
     assert p.seq == 3  # NBIRTH, 2 DBIRTHs
     assert [(m.name, m.alias, m.value) for m in p.metrics] == [(None, 3, 0)]
     assert node.node_data({**info, "Node Info/Spool Backlog": 0}) is None
+
+
+def test_samples_of_keys_that_are_no_tag_become_learned_metrics_born_with_their_latest_value() -> None:
+    node = EdgeNode("g", "n", _tags())
+    node.births(0, {}, now_ns=T0)
+    control = [Sample(T0 + 1, "fast", "pid1.out", 12.5, 0), Sample(T0 + 2, "fast", "pid1.out", 13.5, 0),
+               Sample(T0 + 3, "fast", "alarm.q", True, 0), Sample(T0 + 4, "press1", "count", 4, 0)]
+    assert node.learn(control) == ["fast.pid1.out", "fast.alarm.q"]
+    assert node.learn(control) == []
+    out = node.births(0, {}, now_ns=T0 + 10)
+    fast = decode_payload(out[-1].payload)
+    assert out[-1].topic == "spBv1.0/g/DBIRTH/n/fast"
+    m = fast.by_name()
+    assert (m["pid1.out"].alias, m["pid1.out"].datatype, m["pid1.out"].value) == (TAG_ALIAS_BASE + 5, DOUBLE, 13.5)
+    assert (m["alarm.q"].datatype, m["alarm.q"].value) == (BOOLEAN, True)
+    data, stats = node.data([Sample(T0 + 20, "fast", "pid1.out", 14.0, 0)])
+    assert stats.unknown == 0 and stats.live == 1
+    assert [(x.alias, x.value) for x in decode_payload(data[0].payload).metrics] == [(TAG_ALIAS_BASE + 5, 14.0)]
+    # a learned metric is read-only: a DCMD naming it resolves, and the CommandGate refuses it (unknown tag)
+    (cmd,) = node.parse_command("spBv1.0/g/DCMD/n/fast", encode_command([("pid1.out", None, DOUBLE, 1.0)]))
+    assert cmd.kind == "write" and not cmd.tag.writable

@@ -372,6 +372,34 @@ async def test_mqtt5_over_tls_with_a_client_certificate_births_and_the_will(tmp_
             await h.stop()
 
 
+async def test_control_outputs_and_unknown_keys_are_declared_by_a_rebirth_then_sent(tmp_path: Path,
+                                                                                   mosquitto: Broker) -> None:
+    h = Harness(tmp_path, mosquitto)
+    h.scan("press1.count", 1)
+    with Collector(mosquitto, "spBv1.0/#", client_id="sp-learn") as col:
+        h.start()
+        try:
+            await until(col, lambda m: len(of(m, "DBIRTH")) == 2, "births")
+            t = time.time_ns()
+            # what the control plane spools: device = task name, tag = block.pin
+            h.spool.append([Sample(t, "fast", "pid1.out", 41.25, 0), Sample(t + 1000, "fast", "pid1.out", 42.5, 0)])
+            msgs = await until(col, lambda m: len(of(m, "NBIRTH")) == 2 and len(of(m, "DBIRTH")) == 5,
+                               "a rebirth declaring the new device and metric")
+            fast = [p for r, p in of(msgs, "DBIRTH") if r.topic.endswith("/fast")]
+            assert len(fast) == 1
+            out = fast[0].by_name()["pid1.out"]
+            assert (out.datatype, out.value) == (DOUBLE, 42.5)
+            h.spool.append([Sample(time.time_ns(), "fast", "pid1.out", 43.0, 0)])
+            msgs = await until(col, lambda m: any(x.alias == out.alias and x.value == 43.0 and not x.is_historical
+                                                  for _, p in of(m, "DDATA") for x in p.metrics), "live DDATA")
+            replay = [(x.value, x.is_historical) for r, p in of(msgs, "DDATA") if r.topic.endswith("/fast")
+                      for x in p.metrics]
+            assert replay == [(41.25, True), (42.5, True), (43.0, False)]
+            assert h.metric("edged_sparkplug_samples_dropped_total", reason="unknown_tag") == 0
+        finally:
+            await h.stop()
+
+
 def test_state_payloads() -> None:
     assert parse_state(b"ONLINE") == (True, None)
     assert parse_state(b"OFFLINE") == (False, None)

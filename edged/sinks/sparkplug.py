@@ -262,14 +262,14 @@ class SparkplugSink(Sink):
         self._set_born(True)
         self._session_born = True
         log.info("sink %s: born (NBIRTH + %d DBIRTH, %d of %d tag values known)", self.name, len(out) - 1,
-                 len(set(values) & set(self.node.tags)), len(self.node.tags))
+                 len(values.keys() & self.ctx.tags.keys()), len(self.ctx.tags))
 
     async def _current_values(self) -> dict[str, tuple[Any, int, int]]:
         """Current values for the births; right after start, wait (up to birth_wait_s) for the first scans."""
         deadline = asyncio.get_running_loop().time() + self.spec.birth_wait_s
         while True:
             values = self.ctx.current_values()
-            if self.node.tags.keys() <= values.keys() or asyncio.get_running_loop().time() >= deadline:
+            if self.ctx.tags.keys() <= values.keys() or asyncio.get_running_loop().time() >= deadline:
                 return values
             await asyncio.sleep(0.05)
 
@@ -293,6 +293,12 @@ class SparkplugSink(Sink):
         for gap in batch.gaps:
             log.warning("sink %s: the spool lost %d sample(s) of device %s before they could be sent", self.name,
                         gap.count, gap.device)
+        new = self.node.learn(batch.samples)
+        if new:  # Sparkplug declares every metric in a birth: rebirth before the first value of a new one
+            log.info("sink %s: %d new metric(s) not among the cell's tags (control outputs or an older cell "
+                     "file): %s; rebirth", self.name, len(new), ", ".join(new[:10]) + (" ..." if len(new) > 10 else ""))
+            assert self.node.bd_seq is not None  # born before any batch
+            await self._births(client, self.node.bd_seq)
         out, stats = self.node.data(batch.samples)
         for msg in out:
             await self._publish(client, msg)

@@ -12,7 +12,7 @@ from google.protobuf.message import DecodeError
 
 from edged.sinks import sparkplug_payload as sp
 from edged.sinks.sparkplug_payload import SpType
-from edged.tag import Sample, Tag
+from edged.tag import DataType, Sample, Tag
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,35 @@ class EdgeNode:
         self.birth_ns: int | None = None
         self._seq = 0
         self._node_sent: dict[str, Any] = {}
+        self._next_slot = max((t.slot for t in self.tags.values()), default=-1) + 1
+        self.learned: dict[str, tuple[Any, int, int]] = {}  # last value of each learned metric
+
+    def learn(self, samples: Iterable[Sample]) -> list[str]:
+        """Add metrics for samples whose key is no tag of the cell; return the new keys.
+
+        Such samples are the reported outputs of control tasks (device = task name, tag =
+        ``block.pin``) and samples spooled under an older cell file. Their datatype is inferred
+        from the value and kept; they are read-only. New metrics need new births (the caller
+        rebirths before publishing them); until then ``learned`` keeps their latest values.
+        """
+        new: list[str] = []
+        for s in samples:
+            key = f"{s.device}.{s.tag}"
+            if key in self.tags:
+                if key in self.learned and s.ts_ns >= self.learned[key][2]:
+                    self.learned[key] = (s.value, s.quality, s.ts_ns)
+                continue
+            if not valid_id(s.device) or not s.tag:
+                continue
+            tag = Tag(s.device, s.tag, "", _infer_type(s.value), "", None, slot=self._next_slot)
+            self._next_slot += 1
+            self.tags[key] = tag
+            self.devices.setdefault(s.device, []).append(tag)
+            self.types[key] = sp.sparkplug_type(tag)
+            self.by_alias[self.alias(tag)] = tag
+            self.learned[key] = (s.value, s.quality, s.ts_ns)
+            new.append(key)
+        return new
 
     @staticmethod
     def alias(tag: Tag) -> int:
@@ -185,6 +214,7 @@ class EdgeNode:
         samples acquired before ``now_ns`` are historical.
         """
         now_ns = time.time_ns() if now_ns is None else now_ns
+        values = {**self.learned, **values}
         self.bd_seq = bd_seq
         self.birth_ns = now_ns
         self._seq = 0
@@ -346,6 +376,17 @@ class EdgeNode:
         if value is None:
             return Command("refused", source, tag.name, tag, reason="no value (null or unset)", code="null_value")
         return Command("write", source, tag.name, tag, value)
+
+
+def _infer_type(value: Any) -> DataType:
+    """The data type of a learned metric, from its first value (None: a number)."""
+    if isinstance(value, bool):
+        return DataType.BOOL
+    if isinstance(value, int):
+        return DataType.UINT64 if value > 2**63 - 1 else DataType.INT64
+    if isinstance(value, str):
+        return DataType.STRING
+    return DataType.FLOAT64
 
 
 def _add_bdseq(msg: Any, bd_seq: int) -> None:
