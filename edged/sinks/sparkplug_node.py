@@ -159,6 +159,7 @@ class EdgeNode:
         self._node_sent: dict[str, Any] = {}
         self._next_slot = max((t.slot for t in self.tags.values()), default=-1) + 1
         self.learned: dict[str, tuple[Any, int, int]] = {}  # last value of each learned metric
+        self._encode_warned: set[str] = set()
 
     def learn(self, samples: Iterable[Sample]) -> list[str]:
         """Add metrics for samples whose key is no tag of the cell; return the new keys.
@@ -255,7 +256,10 @@ class EdgeNode:
         try:
             sp.set_value(m, self.types[tag.key], value)
         except sp.EncodeError as exc:
-            log.warning("%s: cannot encode value as %s (%s); sent as null", tag.key, self.types[tag.key].name, exc)
+            if tag.key not in self._encode_warned:  # once per metric: no log flood from a stream of them
+                self._encode_warned.add(tag.key)
+                log.warning("%s: cannot encode value as %s (%s); sent as null (logged once per metric)", tag.key,
+                            self.types[tag.key].name, exc)
             m.is_null = True
             quality, ok = 2, False
         if quality:
