@@ -158,3 +158,15 @@ def test_samples_of_keys_that_are_no_tag_become_learned_metrics_born_with_their_
     # a learned metric is read-only: a DCMD naming it resolves, and the CommandGate refuses it (unknown tag)
     (cmd,) = node.parse_command("spBv1.0/g/DCMD/n/fast", encode_command([("pid1.out", None, DOUBLE, 1.0)]))
     assert cmd.kind == "write" and not cmd.tag.writable
+
+
+def test_a_value_that_does_not_fit_its_type_is_sent_as_bad_null_and_counted(caplog) -> None:  # noqa: ANN001
+    node = EdgeNode("g", "n", _tags())
+    node.births(0, {}, now_ns=T0)
+    out, stats = node.data([Sample(T0 + 1, "press1", "count", 70000, 0), Sample(T0 + 2, "press1", "count", 2.5, 0),
+                            Sample(T0 + 3, "press1", "count", 7, 0)])
+    assert stats.unencodable == 2 and stats.live == 3
+    metrics = decode_payload(out[0].payload).metrics
+    assert [(m.value, m.is_null, m.properties) for m in metrics] == [
+        (None, True, {"Quality": 0}), (None, True, {"Quality": 0}), (7, False, {})]
+    assert sum("cannot encode" in r.message for r in caplog.records) == 1  # once per metric
