@@ -269,3 +269,15 @@ def test_descriptor_matches_the_tahu_field_numbers() -> None:
     assert {f.name: f.number for f in payload.fields} == {"timestamp": 1, "metrics": 2, "seq": 3, "uuid": 4,
                                                           "body": 5}
     assert [(r[0], r[1]) for r in payload.extension_ranges] == [(6, 536870912)]
+
+
+def test_descriptor_is_byte_identical_to_protocs_output_for_the_tahu_schema() -> None:
+    """The SHA-256 is of protoc's FileDescriptorProto for Tahu's sparkplug_b.proto (Sparkplug 3.0), as
+    serialized in the generated module that pysparkplug 0.6.1 ships, with the file name set to ours.
+    Any change to a message, field, number, type, label, oneof or extension range changes it."""
+    import hashlib
+
+    from edged.sinks.sparkplug_payload import build_file_descriptor
+
+    digest = hashlib.sha256(build_file_descriptor().SerializeToString(deterministic=True)).hexdigest()
+    assert digest == "238e251b88ce6bd12507e5700739013d5c99f3e5676699eec23c801a0bdc44db"
