@@ -170,3 +170,11 @@ def test_a_value_that_does_not_fit_its_type_is_sent_as_bad_null_and_counted(capl
     assert [(m.value, m.is_null, m.properties) for m in metrics] == [
         (None, True, {"Quality": 0}), (None, True, {"Quality": 0}), (7, False, {})]
     assert sum("cannot encode" in r.message for r in caplog.records) == 1  # once per metric
+
+
+def test_bdseq_goes_on_in_memory_when_the_state_dir_is_not_writable(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    store = BdSeqStore(blocker / "sparkplug" / "s.bdseq")  # its parent can never be created
+    assert [store.next() for _ in range(3)] == [0, 1, 2]
+    assert sum("cannot store the Sparkplug bdSeq" in r.message for r in caplog.records) == 1

@@ -66,6 +66,8 @@ class BdSeqStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._memory: int | None = None  # the last value handed out (used when the file cannot be written)
+        self._failing = False
 
     def last(self) -> int | None:
         """The bdSeq of the most recent connection, or None if none was recorded (or the file is unreadable)."""
@@ -82,16 +84,31 @@ class BdSeqStore:
         return int(text)
 
     def next(self) -> int:
-        """Advance to the bdSeq of a new MQTT connection and persist it (atomically) before it is used."""
-        last = self.last()
+        """Advance to the bdSeq of a new MQTT connection and persist it (atomically) before it is used.
+
+        When the file cannot be written, the sequence goes on in memory (data keeps flowing) and
+        the problem is logged once, until writing works again.
+        """
+        last = self.last() if self._memory is None or not self._failing else self._memory
         value = 0 if last is None else (last + 1) % 256
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(f"{value}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with open(tmp, "w") as f:
+                f.write(f"{value}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            if not self._failing:
+                log.warning("cannot store the Sparkplug bdSeq in %s (%s); counting in memory, so a restart may "
+                            "reuse a bdSeq", self.path, exc.strerror or exc)
+            self._failing = True
+        else:
+            if self._failing:
+                log.info("the Sparkplug bdSeq is stored in %s again", self.path)
+            self._failing = False
+        self._memory = value
         return value
 
 
