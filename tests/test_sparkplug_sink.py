@@ -286,8 +286,9 @@ async def test_spooled_data_is_historical_after_a_broker_outage_and_births_wait_
             mosquitto.stop()
             h.scan("press1.count", 13)  # spooled: no broker
             h.scan("press1.count", 14)
+            await until_true(lambda: not col.connected.is_set(), "the collector noticing the outage")
             mosquitto.start()
-            await asyncio.to_thread(col.connected.wait, TIMEOUT)
+            assert await asyncio.to_thread(col.connected.wait, TIMEOUT), "the collector did not reconnect"
             await until_true(lambda: h.metric("edged_sink_connects_total") >= 3, "reconnect after outage")
             assert len(of(col.snapshot(), "NBIRTH")) == 1  # still waiting for the host
             publish(mosquitto, state, json.dumps({"online": True, "timestamp": 3000}), retain=True)
