@@ -319,7 +319,7 @@ async def test_dcmd_writes_a_writable_tag_and_refuses_a_read_only_one(tmp_path: 
         try:
             await until_true(lambda: h.metric("edged_sink_connects_total") >= 1, "connect")
             assert not of(col.snapshot(), "NBIRTH")  # waiting for the primary host
-            publish(mosquitto, "spBv1.0/STATE/legacy-host", "ONLINE")  # legacy payload
+            publish(mosquitto, "spBv1.0/STATE/legacy-host", "ONLINE", retain=True)  # legacy payload, retained
             await until(col, lambda m: len(of(m, "DBIRTH")) == 2, "births")
 
             dcmd = "spBv1.0/plant/DCMD/cell1/press1"
