@@ -97,8 +97,12 @@ def test_daemon_births_commands_will_on_sigkill_and_bdseq_across_restarts(tmp_pa
             assert set(births) == {"count", "setpoint"}
             assert births["count"].datatype == INT64 and births["setpoint"].datatype == INT32
             count_alias, sp_alias = births["count"].alias, births["setpoint"].alias
+            # every read of the counter reaches the host, in order, none missing (historical ones included)
+            msgs = wait(col, lambda m: len([x for _, p in of(m, "DDATA") for x in p.metrics
+                                            if x.alias == count_alias]) >= 20, "20 counter values", d)
             counts = [x.value for _, p in of(msgs, "DDATA") for x in p.metrics if x.alias == count_alias]
-            assert counts == sorted(counts) and len(set(counts)) == len(counts)
+            assert counts == list(range(counts[0], counts[0] + len(counts)))
+            assert births["count"].value is not None and counts[0] <= births["count"].value + 1
 
             # DCMD: the writable setpoint is written and read back; the read-only counter is refused
             dcmd = "spBv1.0/plant/DCMD/cell7/sim1"
