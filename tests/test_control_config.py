@@ -320,3 +320,34 @@ def test_control_tasks_in_a_cell_file(tmp_path: Path) -> None:
     assert [(i.path, i.message) for i in exc.value.issues] == [
         ("task.fast.block.n.out.CV", "expected a writable tag, found 'sim1.running' with access = \"read\" "
                                      "(set access = \"write\" on the tag to let control write it)")]
+
+
+def test_report_selects_output_pins() -> None:
+    spec = load_tasks("""
+        [task.fast]
+        period_us = 1000
+        [task.fast.block.t]
+        type = "TON"
+        in = { IN = "press1.running", PT = "2s" }
+        report = ["Q"]
+        [task.fast.block.n]
+        type = "NOT"
+        in = { IN = "t.Q" }
+        report = false
+    """, TAGS)
+    assert compile_task(spec.tasks[0]).report_names == ["t.Q"]
+    errs = errors("""
+        [task.fast]
+        period_us = 1000
+        [task.fast.block.t]
+        type = "TON"
+        in = { IN = "press1.running", PT = "2s" }
+        report = ["Q", "EET"]
+        [task.fast.block.n]
+        type = "NOT"
+        in = { IN = "t.Q" }
+        report = "yes"
+    """)
+    assert errs == {"task.fast.block.t.report[1]": "expected an output pin of TON (Q, ET), found string 'EET'",
+                    "task.fast.block.n.report": "expected true, false or an array of output pins, "
+                                                "found string 'yes'"}

@@ -69,7 +69,7 @@ class BlockSpec:
     outputs: dict[str, Tag] = field(default_factory=dict)
     safe: dict[str, float] = field(default_factory=dict)
     bad_after_ms: int = 0
-    report: bool = True
+    report: frozenset[str] = frozenset()                       # output pins reported on change
     out_kinds: dict[str, str] = field(default_factory=dict)   # resolved kind of every output pin
 
 
@@ -196,7 +196,7 @@ def _parse_block(name: str, sec: Section, types: dict[str, BlockType], tags: dic
                  bound: dict[str, str]) -> BlockSpec:
     btype = types[name]
     spec = BlockSpec(name=name, btype=btype, path=sec.path)
-    spec.report = bool(_or(sec.get_bool("report", True), True))
+    spec.report = _parse_report(sec, btype)
     bad_after = sec.get_int("bad_after_ms", None, min=0, max=86_400_000)
     spec.bad_after_ms = bad_after or 0
 
@@ -247,6 +247,25 @@ def _parse_block(name: str, sec: Section, types: dict[str, BlockType], tags: dic
     if bad_after is not None and safe is None:
         sec.error("bad_after_ms", "expected bad_after_ms only together with safe values (safe = { PIN = value })")
     return spec
+
+
+def _parse_report(sec: Section, btype: BlockType) -> frozenset[str]:
+    """`report`: true (every output, the default), false (none) or an array of output pin names."""
+    value = sec.raw("report", True)
+    every = frozenset(p.name for p in btype.outputs)
+    if isinstance(value, bool):
+        return every if value else frozenset()
+    if not isinstance(value, list):
+        sec.error("report", f"expected true, false or an array of output pins, found {describe(value)}")
+        return every
+    pins = set()
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or btype.output(name) is None:
+            sec.error(f"report[{i}]", f"expected an output pin of {btype.name} "
+                                      f"({', '.join(p.name for p in btype.outputs)}), found {describe(name)}")
+            continue
+        pins.add(name)
+    return frozenset(pins)
 
 
 def _parse_source(ins: Section, pin: Pin, types: dict[str, BlockType], tags: dict[str, Tag]) -> Source | None:

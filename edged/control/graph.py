@@ -208,7 +208,7 @@ def compile_task(task: TaskSpec) -> Layout:
                 lay.outputs.append(lay.pins[f"{b.name}.{p.name}"])
                 lay.out_tags.append(b.outputs[p.name])
                 lay.out_pins.append(f"{b.name}.{p.name}")
-            if b.report:
+            if p.name in b.report:
                 lay.reports.append(lay.pins[f"{b.name}.{p.name}"])
                 lay.report_names.append(f"{b.name}.{p.name}")
                 lay.report_kinds.append(b.out_kinds.get(p.name, p.kind))
