@@ -31,3 +31,11 @@ def test_bad_period_is_a_usage_error() -> None:
     res = edged("latency-test", "--period-us", "50")
     assert res.returncode == 2
     assert "expected 100..10000000, found 50" in res.stderr
+
+
+def test_mlock_is_granted_or_refused_with_a_reason() -> None:
+    res = edged("latency-test", "--period-us", "1000", "--seconds", "0.2", "--mlock", "--json")
+    assert res.returncode == 0, res.stderr
+    m = json.loads(res.stdout)["mlock"]
+    assert m["requested"] is True
+    assert m["granted"] is True or m["error"] in ("EPERM", "ENOMEM", "EAGAIN")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import subprocess
 import time
@@ -210,3 +211,12 @@ async def test_stop_delivers_samples_left_in_the_ring() -> None:
     await plane.stop()
     assert {s.tag for s in rec.samples} == {"part_edge.Q", "parts.Q", "parts.CV"}
     await plane.stop()                                            # idempotent
+
+
+async def test_a_plane_that_never_started_stops_cleanly() -> None:
+    plane = ControlPlane(load_tasks(COUNTER, TAGS), TAGS, CollectorRegistry())
+    fd = plane._fd
+    await plane.stop()
+    with pytest.raises(OSError):          # the eventfd is closed (no other thread opens files here)
+        os.fstat(fd)
+    await plane.stop()

@@ -35,7 +35,8 @@ def _burn(stop: threading.Event) -> None:
 def measure(period_us: int, seconds: float, blocks: int = 0, load: bool = False, priority: int = 0,
             cpu: int = -1, mlock: bool = False) -> dict[str, Any]:
     """Run a cycle thread for a while and return lateness quantiles (us), overruns and grants."""
-    from edged.cext.control import CycleThread, Program, lock_memory
+    from edged.cext.control import CycleThread, Program
+    from edged.control.plane import lock_process_memory
 
     if blocks:
         from edged.control.sim import synthetic_program
@@ -43,7 +44,7 @@ def measure(period_us: int, seconds: float, blocks: int = 0, load: bool = False,
         program, _ = synthetic_program(blocks, period_us, report=False)
     else:
         program = Program(0, [], [], [], [], [])
-    mlock_rc = lock_memory() if mlock else -1
+    mlock_rc = lock_process_memory() if mlock else -1
     thread = CycleThread(program, None, None, None, period_us * 1000, priority, cpu, "skip")
     stop = threading.Event()
     burner = threading.Thread(target=_burn, args=(stop,), daemon=True) if load else None

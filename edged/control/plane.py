@@ -50,6 +50,23 @@ class TaskRun:
     samples: int = 0
 
 
+def lock_process_memory() -> int:
+    """mlockall(MCL_CURRENT | MCL_FUTURE) if it is safe: 0 when locked, else an errno.
+
+    With a finite RLIMIT_MEMLOCK and no privilege, a lock that succeeds now would make every later
+    allocation beyond the limit fail, so it is refused up front (EPERM); systemd's
+    ``LimitMEMLOCK=infinity`` lifts the limit.
+    """
+    import resource
+
+    from edged.cext.control import lock_memory
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft != resource.RLIM_INFINITY and os.geteuid() != 0:
+        return errno_mod.EPERM
+    return lock_memory()
+
+
 def _errno_name(code: int) -> str:
     return errno_mod.errorcode.get(code, str(code))
 
@@ -86,16 +103,21 @@ class ControlPlane:
         self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.tasks: list[TaskRun] = []
         self._used_slots: set[int] = set()
-        for ts in spec.tasks:
-            lay = compile_task(ts)
-            prog = lay.program()
-            out = ProcessImage(len(lay.outputs))
-            ring = SampleRing(ts.ring_size, self._fd)
-            thread = CycleThread(prog, self.image, out, ring, ts.period_us * 1000, ts.priority, ts.cpu, ts.overrun)
-            run = TaskRun(ts, lay, prog, out, ring, thread,
-                          [OutputState(tag, pin) for tag, pin in zip(lay.out_tags, lay.out_pins)])
-            self.tasks.append(run)
-            self._used_slots.update(slot for slot, _ in lay.tag_inputs)
+        try:
+            for ts in spec.tasks:
+                lay = compile_task(ts)
+                prog = lay.program()
+                out = ProcessImage(len(lay.outputs))
+                ring = SampleRing(ts.ring_size, self._fd)
+                thread = CycleThread(prog, self.image, out, ring, ts.period_us * 1000, ts.priority, ts.cpu,
+                                     ts.overrun)
+                run = TaskRun(ts, lay, prog, out, ring, thread,
+                              [OutputState(tag, pin) for tag, pin in zip(lay.out_tags, lay.out_pins)])
+                self.tasks.append(run)
+                self._used_slots.update(slot for slot, _ in lay.tag_inputs)
+        except BaseException:
+            os.close(self._fd)
+            raise
         self.mlock_requested = any(t.mlock for t in spec.tasks)
         self.mlock_errno = -1
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -113,17 +135,17 @@ class ControlPlane:
     def start(self, loop: asyncio.AbstractEventLoop, on_samples: Callable[[list[Sample]], None],
               write: Callable[[Tag, Any], Awaitable[None]]) -> None:
         """Start the cycle threads (aligned on one time base) and the ring reader on the event loop."""
-        from edged.cext.control import lock_memory, monotonic_ns
+        from edged.cext.control import monotonic_ns
 
         if self._started:
             raise RuntimeError("ControlPlane.start() is called once")
         self._started = True
         self._loop, self._on_samples, self._write = loop, on_samples, write
         if self.mlock_requested:
-            self.mlock_errno = lock_memory()
+            self.mlock_errno = lock_process_memory()
             if self.mlock_errno:
-                log.warning("control: mlockall refused (%s); running without locked memory",
-                            _errno_name(self.mlock_errno))
+                log.warning("control: mlockall refused (%s; a finite RLIMIT_MEMLOCK needs LimitMEMLOCK=infinity); "
+                            "running without locked memory", _errno_name(self.mlock_errno))
         loop.add_reader(self._fd, self._on_wake)
         base = self.spec.base_period_us * 1000
         t0 = (monotonic_ns() // base + START_DELAY_PERIODS) * base
@@ -142,9 +164,12 @@ class ControlPlane:
 
     async def stop(self) -> None:
         """Stop the cycle threads, deliver the samples left in the rings, finish in-flight writes."""
-        if not self._started or self._stopped:
+        if self._stopped:
             return
         self._stopped = True
+        if not self._started:
+            os.close(self._fd)
+            return
         if self._sync_task is not None:
             self._sync_task.cancel()
             await asyncio.gather(self._sync_task, return_exceptions=True)
