@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from daemon_support import Proc, eventually, metric, scrape
+from edged.sinks.mqtt import samples_of
 from edged.spool.codec import decode_chunk
 from mosquitto_support import Broker, Collector, free_port, mosquitto  # noqa: F401
 
@@ -72,8 +73,8 @@ def received(col: Collector) -> dict[tuple[str, str], list[int]]:
         if len(parts) != 2 or parts[0] != "line" or not parts[1].startswith("sim"):
             continue
         body = json.loads(m.payload)
-        for s in body["samples"]:
-            out[(body["device"], s["tag"])].append(s["value"])
+        for s in samples_of(body):
+            out[(s["device"], s["tag"])].append(s["value"])
     return out
 
 

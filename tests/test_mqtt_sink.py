@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from edged.schema import Issues, Section
 from edged.sinks.base import SinkContext, WriteResult
-from edged.sinks.mqtt import MqttSink, MqttSpec, match_topic, parse_spec
+from edged.sinks.mqtt import MqttSink, MqttSpec, match_topic, parse_spec, samples_of
 from edged.sinks.mqtt_conn import MqttConnection
 from edged.spool.config import SpoolSpec
 from edged.spool.spool import Spool
@@ -46,7 +46,7 @@ def counters(col: Collector, topic_prefix: str = "line3/") -> list[int]:
     out = []
     for m in col.snapshot():
         if m.topic.startswith(topic_prefix + "press") or m.topic.startswith(topic_prefix + "oven"):
-            out += [s["value"] for s in json.loads(m.payload)["samples"]]
+            out += [s["value"] for s in samples_of(json.loads(m.payload))]
     return out
 
 
@@ -80,7 +80,8 @@ async def test_samples_arrive_batched_in_order_and_leave_the_spool_after_puback(
     assert len(data) == 50 and all(m.qos == 1 for m in data)
     first = json.loads(data[0].payload)
     assert first["cell"] == "line3" and first["device"] == "press1"
-    assert first["samples"][0] == {"ts_ns": 10**18, "tag": "count", "value": 0, "quality": "good"}
+    assert first["columns"] == ["ts_ns", "device", "tag", "value", "quality"]
+    assert first["samples"][0] == [10**18, "press1", "count", 0, 0]
     assert await until(lambda: spool.stats().depth_samples == 0)
     status = [m for m in col.snapshot() if m.topic == "line3/status"]
     assert status and status[-1].payload == b"online"
@@ -90,6 +91,34 @@ async def test_samples_arrive_batched_in_order_and_leave_the_spool_after_puback(
     late = Collector(mosquitto, ["line3/status"], client_id="col-late").start()
     assert late.wait_for(lambda ms: any(m.payload == b"offline" and m.retain for m in ms), timeout=20)
     late.stop()
+
+
+async def test_objects_payload_format(tmp_path: Path, mosquitto: Broker, spool: Spool) -> None:
+    col = Collector(mosquitto, ["line3/#"], client_id="col-objects").start()
+    sink = make_sink(tmp_path, mosquitto, spool, payload="objects", topic="{cell}/{device}/{tag}")
+    task = asyncio.create_task(sink.run())
+    spool.append([Sample(10**18, "oven", "t", float("nan"), 2), Sample(10**18 + 1, "oven", "t", 1.5, 1)])
+    assert await asyncio.to_thread(col.wait_for, lambda ms: any(m.topic == "line3/oven/t" for m in ms), 30)
+    await stop(sink, task)
+    col.stop()
+    body = json.loads(next(m.payload for m in col.snapshot() if m.topic == "line3/oven/t"))
+    assert body == {"cell": "line3", "device": "oven", "tag": "t", "samples": [
+        {"ts_ns": 10**18, "value": "nan", "quality": "bad"}, {"ts_ns": 10**18 + 1, "value": 1.5, "quality": "uncertain"}]}
+    assert samples_of(body)[1] == {"ts_ns": 10**18 + 1, "value": 1.5, "quality": "uncertain", "device": "oven",
+                                   "tag": "t"}
+
+
+async def test_non_finite_values_in_columns_format_become_strings(tmp_path: Path, mosquitto: Broker,
+                                                                   spool: Spool) -> None:
+    col = Collector(mosquitto, ["line3/#"], client_id="col-nan").start()
+    sink = make_sink(tmp_path, mosquitto, spool)
+    task = asyncio.create_task(sink.run())
+    spool.append([Sample(1, "oven", "t", float("inf"), 2), Sample(2, "oven", "t", 2.5, 0)])
+    assert await asyncio.to_thread(col.wait_for, lambda ms: any(m.topic == "line3/oven" for m in ms), 30)
+    await stop(sink, task)
+    col.stop()
+    body = json.loads(next(m.payload for m in col.snapshot() if m.topic == "line3/oven"))
+    assert body["samples"] == [[1, "oven", "t", "inf", 2], [2, "oven", "t", 2.5, 0]]
 
 
 async def test_per_tag_topics_and_gap_messages(tmp_path: Path, mosquitto: Broker) -> None:
@@ -108,10 +137,11 @@ async def test_per_tag_topics_and_gap_messages(tmp_path: Path, mosquitto: Broker
     msgs = col.snapshot()
     topics = {m.topic for m in msgs}
     assert {"line3/press1/a", "line3/press1/b", "line3/gap"} <= topics
-    got = sum(len(json.loads(m.payload)["samples"]) for m in msgs if m.topic.startswith("line3/press1/"))
+    got = sum(len(samples_of(json.loads(m.payload))) for m in msgs if m.topic.startswith("line3/press1/"))
     gaps = [g for m in msgs if m.topic == "line3/gap" for g in json.loads(m.payload)["gaps"]]
     assert sum(g["count"] for g in gaps) == dropped == 200 - got
-    assert json.loads(next(m.payload for m in msgs if m.topic == "line3/press1/a"))["tag"] == "a"
+    body = json.loads(next(m.payload for m in msgs if m.topic == "line3/press1/a"))
+    assert body["tag"] == "a" and {s["tag"] for s in samples_of(body)} == {"a"}
     sp.close()
 
 
@@ -192,6 +222,7 @@ def _parse(text: str) -> tuple[MqttSpec, list[str]]:
     ("client_id = 'a/b'", "sink.up.client_id: expected a client id without"),
     ("max_inflight = 0", "sink.up.max_inflight: expected a value between 1 and 65535, found 0"),
     ("hostname = 'x'", "sink.up.hostname: unknown key"),
+    ("payload = 'csv'", "sink.up.payload: expected one of 'columns', 'objects', found 'csv'"),
 ])
 def test_mqtt_config_errors(text: str, error: str) -> None:
     _, errors = _parse(text)

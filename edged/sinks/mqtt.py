@@ -34,6 +34,7 @@ log = logging.getLogger("edged.sinks.mqtt")
 
 QUALITY_LABELS = {int(q): q.label for q in Quality}
 PLACEHOLDERS = {"cell", "device", "tag"}
+PAYLOAD_FORMATS = ("columns", "objects")
 PUBLISH_TIMEOUT_S = 120.0
 STABLE_CONNECTION_S = 10.0
 
@@ -57,6 +58,7 @@ class MqttSpec:
     response_topic: str = "{cell}/cmd_result/{device}/{tag}"
     command_rate_per_s: float = 5.0
     command_burst: int = 5
+    payload: str = "columns"
     kind: str = "mqtt"
 
     @property
@@ -94,6 +96,7 @@ def parse_spec(name: str, sec: Section, tags: dict[str, Tag]) -> MqttSpec:
     qos = sec.get_int("qos", 1, min=0, max=2)
     spec.qos = 1 if qos is None else qos
     spec.retain = bool(sec.get_bool("retain", False))
+    spec.payload = sec.get_str("payload", spec.payload, choices=list(PAYLOAD_FORMATS)) or spec.payload
     spec.batch_samples = sec.get_int("batch_samples", spec.batch_samples, min=1, max=1_000_000) or spec.batch_samples
     spec.max_message_samples = sec.get_int("max_message_samples", spec.max_message_samples, min=1,
                                            max=100_000) or spec.max_message_samples
@@ -134,34 +137,79 @@ class Message:
     retain: bool = False
 
 
+COLUMNS = ["ts_ns", "device", "tag", "value", "quality"]
+_strict = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str,
+                           check_circular=False)
+
+
+def _rows_objects(part: list[Sample], per_tag: bool) -> list[dict[str, Any]]:
+    labels = QUALITY_LABELS
+    if per_tag:
+        return [{"ts_ns": s.ts_ns, "value": _value(s.value), "quality": labels.get(s.quality, "bad")} for s in part]
+    return [{"ts_ns": s.ts_ns, "tag": s.tag, "value": _value(s.value), "quality": labels.get(s.quality, "bad")}
+            for s in part]
+
+
+def _encode_columns(head: dict[str, Any], part: list[Sample]) -> bytes:
+    """Samples as arrays in COLUMNS order, encoded straight from the Sample tuples (no per-sample objects)."""
+    head["columns"] = COLUMNS
+    head["samples"] = part
+    try:
+        return _strict.encode(head).encode()
+    except ValueError:  # NaN or infinity somewhere: JSON has no literal for them, send them as strings
+        head["samples"] = [s if not isinstance(s.value, float) or math.isfinite(s.value)
+                           else s._replace(value=str(s.value)) for s in part]
+        return _strict.encode(head).encode()
+
+
+def samples_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The samples of a decoded sample message as dicts, whichever payload format it uses (for consumers)."""
+    rows = body.get("samples", [])
+    columns = body.get("columns")
+    if columns is None:
+        return [dict(r, device=body.get("device"), **({"tag": body["tag"]} if "tag" in body else {})) for r in rows]
+    return [dict(zip(columns, r)) for r in rows]
+
+
 def build_messages(spec: MqttSpec, cell: str, batch: SpoolBatch) -> list[Message]:
     """Group a batch by topic (order kept per topic), split to max_message_samples, gaps first."""
     out: list[Message] = []
     if batch.gaps:
         topic = spec.gap_topic.format(cell=cell)
         out.append(Message(topic, _encoder.encode({"cell": cell, "gaps": [g.as_dict() for g in batch.gaps]}).encode()))
-    groups: dict[tuple[str, str], list[Sample]] = collections.defaultdict(list)
-    if spec.per_tag:
+    groups: dict[Any, list[Sample]] = {}
+    per_tag = spec.per_tag
+    if per_tag:
         for s in batch.samples:
-            groups[(s.device, s.tag)].append(s)
+            key = (s[1], s[2])
+            g = groups.get(key)
+            if g is None:
+                groups[key] = [s]
+            else:
+                g.append(s)
     else:
         for s in batch.samples:
-            groups[(s.device, "")].append(s)
+            g = groups.get(s[1])
+            if g is None:
+                groups[s[1]] = [s]
+            else:
+                g.append(s)
     step = spec.max_message_samples
-    labels = QUALITY_LABELS
-    for (device, tag), items in groups.items():
+    columns = spec.payload == "columns"
+    for key, items in groups.items():
+        device, tag = key if per_tag else (key, "")
         topic = spec.topic.format(cell=cell, device=device, tag=tag)
         for i in range(0, len(items), step):
-            part = items[i:i + step]
-            if spec.per_tag:
-                rows = [{"ts_ns": s.ts_ns, "value": _value(s.value), "quality": labels.get(s.quality, "bad")}
-                        for s in part]
-                body = {"cell": cell, "device": device, "tag": tag, "samples": rows}
+            part = items[i:i + step] if len(items) > step else items
+            head: dict[str, Any] = {"cell": cell, "device": device}
+            if per_tag:
+                head["tag"] = tag
+            if columns:
+                payload = _encode_columns(head, part)
             else:
-                rows = [{"ts_ns": s.ts_ns, "tag": s.tag, "value": _value(s.value),
-                         "quality": labels.get(s.quality, "bad")} for s in part]
-                body = {"cell": cell, "device": device, "samples": rows}
-            out.append(Message(topic, _encoder.encode(body).encode(), len(part), spec.retain))
+                head["samples"] = _rows_objects(part, per_tag)
+                payload = _encoder.encode(head).encode()
+            out.append(Message(topic, payload, len(part), spec.retain))
     return out
 
 

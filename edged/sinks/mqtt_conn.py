@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import random
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,7 +218,9 @@ def make_client(conn: MqttConnection, will: aiomqtt.Will | None = None, clean_st
         conn.host, conn.port, identifier=conn.client_id, username=conn.username, password=password,
         protocol=protocol, will=will, keepalive=conn.keepalive_s, timeout=conn.connect_timeout_s,
         tls_params=tls_params, tls_insecure=conn.tls_insecure if conn.tls else None,
-        max_inflight_messages=65535, max_queued_outgoing_messages=0, **kwargs,
+        max_inflight_messages=65535, max_queued_outgoing_messages=0,
+        # no Nagle delay: a PUBACK followed by a small response would otherwise wait for the peer's delayed ACK
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)], **kwargs,
     )
     client.pending_calls_threshold = 1 << 30  # many QoS-1 publishes in flight is the design, not a problem
     return client

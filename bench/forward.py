@@ -1,0 +1,304 @@
+"""Forwarding benchmark: edged's spool + MQTT sink vs a hand-written paho loop, spool writes, command round trip.
+
+Run from the repository root:  .venv/bin/python bench/forward.py
+Starts its own mosquitto on a free loopback port (under a temporary folder) and, for the command
+round trip, its own pymodbus server and an `edged run` subprocess. Prints each result and the
+ratios against the baseline measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from prometheus_client import CollectorRegistry
+
+from edged.sinks.base import SinkContext, WriteResult
+from edged.sinks.mqtt import MqttSink, MqttSpec, build_messages
+from edged.sinks.mqtt_conn import MqttConnection
+from edged.spool.config import SpoolSpec
+from edged.spool.spool import Spool
+from edged.tag import Sample
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_broker(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """mosquitto on a free loopback port, no persistence (the same broker for every measurement)."""
+    port = free_port()
+    conf = directory / "mosquitto.conf"
+    # set_tcp_nodelay: without it mosquitto holds small packets for the peer's delayed ACK (~40 ms)
+    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "max_inflight_messages 0",
+             "max_queued_messages 1000000", "set_tcp_nodelay true"]
+    if os.geteuid() == 0:
+        lines.append("user root")
+    conf.write_text("\n".join(lines) + "\n")
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("mosquitto did not start")
+
+
+def make_samples(n: int, start: int = 0) -> list[Sample]:
+    """n samples spread over 4 devices x 25 tags (like one scan of a busy cell)."""
+    now = time.time_ns()
+    return [Sample(now + i, f"dev{i % 4}", f"tag{i % 100 // 4}", float(start + i), 0) for i in range(n)]
+
+
+async def _no_write(key: str, value: object, source: str) -> WriteResult:
+    return WriteResult(False, key, error="bench")
+
+
+# -- (a) edged: spool + MQTT sink ----------------------------------------------------------------------------
+async def bench_edged(port: int, total: int, batch: int, workdir: Path, durability: str) -> float:
+    """Samples/s from the first append until the spool is empty (every message PUBACKed and acked)."""
+    spool = Spool.open(workdir / f"spool-{durability}", SpoolSpec(durability=durability), ["up"])
+    conn = MqttConnection(host="127.0.0.1", port=port, client_id=f"bench-edged-{durability}")
+    spec = MqttSpec(name="up", conn=conn, commands=False)
+    ctx = SinkContext(cell_name="bench", tags={}, write=_no_write, registry=CollectorRegistry(), state_dir=workdir)
+    sink = MqttSink(spec, spool, ctx)
+    task = asyncio.create_task(sink.run())
+    await asyncio.wait_for(sink.connected.wait(), 20)
+    chunks = [make_samples(batch, i) for i in range(0, total, batch)]
+    t0 = time.perf_counter()
+    for chunk in chunks:
+        spool.append(chunk)
+        await asyncio.sleep(0)  # acquisition and forwarding share the loop, as in the daemon
+    while spool.stats().depth_samples:
+        await asyncio.sleep(0.001)
+    elapsed = time.perf_counter() - t0
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    spool.close()
+    return total / elapsed
+
+
+# -- (b) baseline: hand-written paho loop -----------------------------------------------------------------------
+def bench_paho(port: int, total: int, batch: int, inflight: int) -> float:
+    """Samples/s publishing pre-built edged payloads at QoS 1 with the same window, no spool, no encoding."""
+    from edged.spool.spool import SpoolBatch
+
+    spec = MqttSpec(name="up", conn=MqttConnection(host="127.0.0.1", port=port, client_id="x"))
+    payloads: list[tuple[str, bytes, int]] = []
+    for i in range(0, total, batch):
+        b = SpoolBatch("up", make_samples(batch, i), [], i + 1, i + batch)
+        payloads += [(m.topic, m.payload, m.samples) for m in build_messages(spec, "bench", b)]
+    done = threading.Semaphore(0)
+    window = threading.Semaphore(inflight)
+
+    def on_publish(client, userdata, mid, rc, props) -> None:  # noqa: ANN001
+        window.release()
+        done.release()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-paho", protocol=mqtt.MQTTv311,
+                         clean_session=False)
+    client.max_inflight_messages_set(65535)
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    t0 = time.perf_counter()
+    for topic, payload, _ in payloads:
+        window.acquire()
+        client.publish(topic, payload, qos=1)
+    for _ in payloads:
+        done.acquire()
+    elapsed = time.perf_counter() - t0
+    client.disconnect()
+    client.loop_stop()
+    return total / elapsed
+
+
+# -- spool writes alone --------------------------------------------------------------------------------------------
+def bench_spool(workdir: Path, total: int, batch: int, durability: str) -> tuple[float, float]:
+    """(appends/s, samples/s) of Spool.append alone."""
+    spool = Spool.open(workdir / f"spool-only-{durability}", SpoolSpec(durability=durability), ["a"])
+    chunks = [make_samples(batch, i) for i in range(0, total, batch)]
+    t0 = time.perf_counter()
+    for chunk in chunks:
+        spool.append(chunk)
+    elapsed = time.perf_counter() - t0
+    spool.close()
+    return len(chunks) / elapsed, total / elapsed
+
+
+# -- command round trip through the daemon ------------------------------------------------------------------------
+class _Registers:
+    """Holding registers of a plain pymodbus server (unit 1)."""
+
+    def __init__(self) -> None:
+        self.hr = [0] * 4
+
+    def device_ids(self) -> list[int]:
+        return [1]
+
+    async def async_getValues(self, device_id: int, func_code: int, address: int, count: int = 1):  # noqa: N802
+        return self.hr[address:address + count]
+
+    async def async_setValues(self, device_id: int, func_code: int, address: int, values: list[int]):  # noqa: N802
+        self.hr[address:address + len(values)] = [int(v) for v in values]
+
+
+def bench_commands(port: int, n: int, workdir: Path) -> list[float]:
+    """Round-trip times (s): command published -> written to the Modbus server -> response received."""
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.simulator import SimData, SimDevice
+
+    regs = _Registers()
+    mb_port = free_port()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    async def serve() -> None:
+        server = ModbusTcpServer(SimDevice(0, simdata=SimData(0)), address=("127.0.0.1", mb_port),
+                                 ignore_missing_devices=True)
+        server.context = regs
+        await server.serve_forever(background=True)
+        started.set()
+
+    def run_server() -> None:
+        loop.create_task(serve())
+        loop.run_forever()
+
+    threading.Thread(target=run_server, daemon=True).start()
+    started.wait(20)
+    cell = workdir / "cmd-cell.toml"
+    cell.write_text(f"""
+[cell]
+name = "bench"
+state_dir = "{workdir / 'cmd-state'}"
+log_level = "warning"
+[metrics]
+enabled = false
+[device.press1]
+driver = "modbus"
+host = "127.0.0.1"
+port = {mb_port}
+unit_id = 1
+[device.press1.tag.setpoint]
+address = "hr:0"
+type = "uint16"
+access = "write"
+[sink.up]
+type = "mqtt"
+port = {port}
+client_id = "bench-cmd"
+command_rate_per_s = 1000
+command_burst = 1000
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "edged", "run", "-c", str(cell)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    answers: dict[str, float] = {}
+    got = threading.Condition()
+
+    def on_message(client, userdata, msg) -> None:  # noqa: ANN001
+        if msg.topic.startswith("bench/cmd_result/"):
+            body = json.loads(msg.payload)
+            with got:
+                answers[body["id"]] = time.perf_counter()
+                got.notify_all()
+        elif msg.topic == "bench/status" and msg.payload == b"online":
+            with got:
+                answers["online"] = 0.0
+                got.notify_all()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-operator", protocol=mqtt.MQTTv311)
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # an operator UI would do the same
+    client.subscribe([("bench/cmd_result/#", 1), ("bench/status", 1)])
+    client.loop_start()
+    rtts: list[float] = []
+    try:
+        with got:
+            if not got.wait_for(lambda: "online" in answers, 60):
+                raise SystemExit("edged did not come online")
+        time.sleep(1.0)  # let the device connect
+        for i in range(n + 10):
+            rid = f"c{i}"
+            t0 = time.perf_counter()
+            client.publish("bench/cmd/press1/setpoint", json.dumps({"value": i % 1000, "id": rid}), qos=1)
+            with got:
+                if not got.wait_for(lambda: rid in answers, 10):
+                    raise SystemExit(f"no answer to command {rid}")
+            if i >= 10:  # the first ones warm up connections and caches
+                rtts.append(answers[rid] - t0)
+            if regs.hr[0] != i % 1000:
+                raise SystemExit(f"command {rid} answered but the register holds {regs.hr[0]}")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        loop.call_soon_threadsafe(loop.stop)
+    return rtts
+
+
+def main() -> int:
+    """Run every measurement and print results and ratios."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--samples", type=int, default=500_000, help="samples per forwarding run")
+    ap.add_argument("--batch", type=int, default=1000, help="samples per spool append")
+    ap.add_argument("--commands", type=int, default=200, help="commands for the round-trip measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="forwarding runs (best is reported)")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="edged-bench-"))
+    broker, port = start_broker(work)
+    try:
+        spec = MqttSpec(name="up", conn=MqttConnection(host="127.0.0.1", port=port, client_id="x"))
+        print(f"forwarding {args.samples} samples, {args.batch} per append, {spec.max_message_samples} per message, "
+              f"{spec.max_inflight} messages in flight, QoS 1, mosquitto on 127.0.0.1:{port}")
+        a_batch = max(asyncio.run(bench_edged(port, args.samples, args.batch, work / f"r{r}", "batch"))
+                      for r in range(args.rounds))
+        a_os = max(asyncio.run(bench_edged(port, args.samples, args.batch, work / f"o{r}", "os"))
+                   for r in range(args.rounds))
+        b = max(bench_paho(port, args.samples, args.batch, spec.max_inflight) for _ in range(args.rounds))
+        print(f"(a) edged spool+MQTT sink, durability=batch (default): {a_batch:12,.0f} samples/s   "
+              f"{a_batch / b:5.1%} of (b)   target >= 200,000/s and >= 30%")
+        print(f"(a') edged spool+MQTT sink, durability=os:             {a_os:12,.0f} samples/s   {a_os / b:5.1%} of (b)")
+        print(f"(b) hand-written paho loop, same payloads, no spool:  {b:12,.0f} samples/s")
+        for durability in ("batch", "os"):
+            appends, sps = bench_spool(work, args.samples, args.batch, durability)
+            print(f"spool append alone, durability={durability:5}: {appends:9,.0f} appends/s  {sps:12,.0f} samples/s")
+        small_appends, small_sps = bench_spool(work, 20_000, 10, "batch")
+        print(f"spool append alone, durability=batch, 10-sample appends: {small_appends:9,.0f} appends/s  "
+              f"{small_sps:12,.0f} samples/s")
+        rtts = bench_commands(port, args.commands, work)
+        rtts.sort()
+        p50 = statistics.median(rtts) * 1000
+        p99 = rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] * 1000
+        print(f"command round trip (MQTT -> edged -> Modbus write -> response), {len(rtts)} commands: "
+              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {rtts[-1] * 1000:.1f} ms   target p99 < 50 ms")
+    finally:
+        broker.terminate()
+        broker.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
