@@ -11,6 +11,7 @@ cdef enum:
     POLICY_SKIP = 0      # overrun: skip the missed cycles and stay on the period grid
     POLICY_DELAY = 1     # overrun: start the next cycle one period after the late one ended
     SLEEP_SLICE_NS = 100000000   # wake at least every 100 ms to notice stop()
+    SLICE_NS = 100000            # EEVDF time slice asked for under normal scheduling (the minimum)
 
 OVERRUN_POLICIES = {"skip": POLICY_SKIP, "delay": POLICY_DELAY}
 """Overrun policy name -> code."""
@@ -29,6 +30,7 @@ ctypedef struct Cycle:
     int state            # 0 created, 1 running (setup done), 2 exited
     int prio_rc          # -1 not requested, 0 granted, else errno
     int cpu_rc
+    int slice_rc         # normal scheduling: 0 short slice granted, else errno; -1 not tried
     uint64_t cycles
     uint64_t overruns
     uint64_t skipped
@@ -40,6 +42,8 @@ cdef void* cycle_main(void* arg) noexcept nogil:
     cdef Cycle* c = <Cycle*>arg
     cdef int64_t next_t, now, wake, end, target, missed
     c.prio_rc = ctl_set_fifo(c.priority) if c.priority > 0 else -1
+    if c.priority <= 0 or c.prio_rc != 0:
+        c.slice_rc = ctl_tune_other(SLICE_NS)
     c.cpu_rc = ctl_set_cpu(c.cpu) if c.cpu >= 0 else -1
     ctl_store_int(&c.state, 1)
     next_t = c.base
@@ -119,6 +123,7 @@ cdef class CycleThread:
         self.c.policy = OVERRUN_POLICIES[overrun]
         self.c.prio_rc = -1
         self.c.cpu_rc = -1
+        self.c.slice_rc = -1
         self.c.late = <ctl_hist*>calloc(1, sizeof(ctl_hist))
         self.c.exec_ = <ctl_hist*>calloc(1, sizeof(ctl_hist))
         if self.c.late == NULL or self.c.exec_ == NULL:
@@ -177,6 +182,11 @@ cdef class CycleThread:
     def prio_errno(self) -> int:
         """-1: no real-time priority requested; 0: SCHED_FIFO granted; else the errno of the refusal."""
         return self.c.prio_rc
+
+    @property
+    def slice_errno(self) -> int:
+        """Normal scheduling: 0 when the short EEVDF slice was granted, else an errno; -1 under SCHED_FIFO."""
+        return self.c.slice_rc
 
     @property
     def cpu_errno(self) -> int:
