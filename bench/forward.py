@@ -146,6 +146,21 @@ def bench_spool(workdir: Path, total: int, batch: int, durability: str) -> tuple
     return len(chunks) / elapsed, total / elapsed
 
 
+def fsync_latency_ms(workdir: Path, n: int = 50) -> float:
+    """Median time of a 4 KiB write + fdatasync on the spool's disk right now (context for durability=batch)."""
+    path = workdir / "fsync-probe"
+    times = []
+    with open(path, "wb") as f:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            f.write(b"x" * 4096)
+            f.flush()
+            os.fdatasync(f.fileno())
+            times.append(time.perf_counter() - t0)
+    path.unlink()
+    return statistics.median(times) * 1000
+
+
 # -- command round trip through the daemon ------------------------------------------------------------------------
 class _Registers:
     """Holding registers of a plain pymodbus server (unit 1)."""
@@ -281,6 +296,8 @@ def main() -> int:
               f"{a_batch / b:5.1%} of (b)   target >= 200,000/s and >= 30%")
         print(f"(a') edged spool+MQTT sink, durability=os:             {a_os:12,.0f} samples/s   {a_os / b:5.1%} of (b)")
         print(f"(b) hand-written paho loop, same payloads, no spool:  {b:12,.0f} samples/s")
+        print(f"fsync latency of this disk during the run: median {fsync_latency_ms(work):.2f} ms "
+              "(each durability=batch append waits for one)")
         for durability in ("batch", "os"):
             appends, sps = bench_spool(work, args.samples, args.batch, durability)
             print(f"spool append alone, durability={durability:5}: {appends:9,.0f} appends/s  {sps:12,.0f} samples/s")
