@@ -18,7 +18,8 @@ from edged.tag import DataType, Quality, Reading, Sample, Tag
 
 log = logging.getLogger(__name__)
 
-RETRY_S = 1.0          # failed or missed output writes are retried this often
+RETRY_S = 1.0          # a failed output write is retried after this long, doubling ...
+RETRY_MAX_S = 30.0     # ... up to this
 START_DELAY_PERIODS = 2
 
 
@@ -34,6 +35,8 @@ class OutputState:
     failing: bool = False
     writes: int = 0
     failures: int = 0
+    retry_at: float = 0.0        # loop time before which a failing output is not written again
+    backoff: float = RETRY_S
 
 
 @dataclass(slots=True)
@@ -249,9 +252,10 @@ class ControlPlane:
         if not run.out_states or self._write is None or self._loop is None:
             return
         snap = run.outputs.snapshot()
+        now = self._loop.time()
         for k, (value, quality, _ts) in enumerate(snap):
             st = run.out_states[k]
-            if quality >= Quality.BAD or st.inflight:
+            if quality >= Quality.BAD or st.inflight or (st.failing and now < st.retry_at):
                 continue   # bad output without a safe value: hold the device's value
             v = output_value(st.tag, value)
             if v is None or (not force and st.has_written and st.written == v):
@@ -269,15 +273,18 @@ class ControlPlane:
         except Exception as exc:
             st.failures += 1
             if not st.failing:
-                log.warning("control task %s: writing %s = %r from %s failed: %s (retrying every %g s)",
-                            run.spec.name, st.tag.key, value, st.pin, exc, RETRY_S)
+                log.warning("control task %s: writing %s = %r from %s failed: %s (retrying with backoff)",
+                            run.spec.name, st.tag.key, value, st.pin, exc)
             st.failing = True
+            st.retry_at = self._loop.time() + st.backoff  # type: ignore[union-attr]
+            st.backoff = min(st.backoff * 2, RETRY_MAX_S)
         else:
             st.writes += 1
             st.written, st.has_written = value, True
             if st.failing:
                 log.info("control task %s: writing %s works again", run.spec.name, st.tag.key)
             st.failing = False
+            st.backoff = RETRY_S
         finally:
             st.inflight = False
         if not self._stopped and not st.failing:
