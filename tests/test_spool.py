@@ -242,3 +242,26 @@ def test_spool_config_values() -> None:
     assert not errors
     assert (spec.max_bytes, spec.max_age_s, spec.overflow, spec.durability) == (2048, 3600.0, "drop_newest", "os")
     assert parse_spool(None) == SpoolSpec()
+
+
+def test_a_full_disk_drops_and_counts_new_samples_without_raising(tmp_path: Path) -> None:
+    sp = Spool.open(tmp_path, SpoolSpec(), ["a"])
+    sp.append(samples(0, 10))
+    pages = sp._db.execute("PRAGMA page_count").fetchone()[0]
+    sp._db.execute(f"PRAGMA max_page_count = {pages + 2}")  # SQLite reports "database or disk is full"
+    big = 0
+    for i in range(20):
+        sp.append(samples(10 + i * 500, 500))  # most of these cannot be written
+        big += 500
+    st = sp.stats()
+    assert st.dropped_total > 0
+    sp._db.execute("PRAGMA max_page_count = 1073741823")
+    sp.append(samples(100_000, 5))
+    got, gaps = [], 0
+    while (b := sp.take("a", 100_000)) is not None:
+        got += [s.value for s in b.samples]
+        gaps += sum(g.count for g in b.gaps)
+        sp.ack(b)
+    assert gaps == st.dropped_total == 10 + big + 5 - len(got)
+    assert got[:10] == list(range(10)) and got[-5:] == list(range(100_000, 100_005))
+    sp.close()

@@ -148,6 +148,7 @@ class Spool:
         self._gaps_total = 0
         self._appended_total = 0
         self._closed = False
+        self._storage_failing = False
 
     # -- opening and recovery -------------------------------------------------------------
     @classmethod
@@ -225,12 +226,18 @@ class Spool:
             n = len(samples)
             if not self._make_room(len(blob)):
                 self._drop_new(samples)
-                self._commit()
+                self._try_commit()
                 return
             first = self._next_seq
             last = first + n - 1
-            self._pending.append(("INSERT INTO chunk VALUES(?, ?, ?, ?, ?)", (first, last, now, len(blob), blob)))
-            self._commit()
+            insert = ("INSERT INTO chunk VALUES(?, ?, ?, ?, ?)", (first, last, now, len(blob), blob))
+            self._pending.append(insert)
+            if not self._try_commit():
+                # e.g. disk full: these samples cannot be kept; count them and report the gap (the other
+                # pending changes are retried with the next commit)
+                self._pending.remove(insert)
+                self._drop_new(samples)
+                return
             self._next_seq = last + 1
             self._chunks.append(_Chunk(first, last, now, len(blob)))
             self._bytes += len(blob)
@@ -401,7 +408,7 @@ class Spool:
                 self._pending.extend(("DELETE FROM gap WHERE id=?", (gid,)) for gid in batch.gap_ids)
             self._collect()
             if time.monotonic() - self._last_commit >= ACK_FLUSH_INTERVAL_S:
-                self._commit()
+                self._try_commit()
 
     def release(self, batch: SpoolBatch) -> None:
         """Give back an unacked batch (and every batch taken after it): taken again next time, same order."""
@@ -463,6 +470,21 @@ class Spool:
         for c in dirty:
             c.dirty = False
         self._last_commit = time.monotonic()
+
+    def _try_commit(self) -> bool:
+        """Commit; on a storage error (disk full, I/O error) log once per outage and return False."""
+        try:
+            self._commit()
+        except sqlite3.Error as exc:
+            if not self._storage_failing:
+                log.error("spool: cannot write %s: %s; new samples are dropped and counted as gaps until "
+                          "it works again", self.directory / DB_NAME, exc)
+                self._storage_failing = True
+            return False
+        if self._storage_failing:
+            log.info("spool: writing %s again", self.directory / DB_NAME)
+            self._storage_failing = False
+        return True
 
     def _load(self, ch: _Chunk) -> list[Sample]:
         data = self._cache.get(ch.first)
