@@ -171,6 +171,7 @@ tls_insecure = true
 username = "line3"
 password_env = "EDGED_MQTT_PASSWORD"
 topic = "plant1/{cell}/{device}/{tag}"
+payload = "objects"
 qos = 1
 retain = false
 batch_samples = 1000
@@ -213,7 +214,7 @@ in = { PV = "gen.level", SP = 50.0, KP = 2.0, TR = "30s" }
 out = { XOUT = "gen.valve" }
 safe = { XOUT = 0.0 }
 bad_after_ms = 500
-report = false
+report = ["XOUT"]
 """),
     "modbus_rtu": ({"modbus"}, set(), """
 [cell]
