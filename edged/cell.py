@@ -10,7 +10,7 @@ from typing import Any
 
 from edged.driver import DeviceSpec, Driver, available_drivers, load_driver
 from edged.errors import ConfigError
-from edged.schema import Issues, Section
+from edged.schema import Issues, Section, valid_name
 from edged.tag import DATA_TYPE_NAMES, Access, DataType, Tag
 
 SCAN_MIN_MS = 10
@@ -114,6 +114,10 @@ def parse_cell(data: dict[str, Any], file: str, base_dir: Path | None = None) ->
     heartbeat_s: float | None = 60.0
     if cell_sec is not None:
         name = cell_sec.get_str("name") or "cell"
+        if cell_sec.has("name") and isinstance(cell_sec.data["name"], str) and cell_sec.data["name"].strip() \
+                and not valid_name(name):
+            cell_sec.error("name", "expected a name of letters, digits, '_' or '-' (it becomes an MQTT topic "
+                                   f"level and the Sparkplug edge node id), found {name!r}")
         sd = cell_sec.get_str("state_dir", None)
         if sd is not None:
             state_dir = Path(sd)
