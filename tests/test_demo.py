@@ -34,7 +34,13 @@ def test_demo_writes_jsonl_and_serves_promtool_clean_metrics(tmp_path: Path) -> 
         assert {"ts", "ts_ns", "device", "tag", "value", "quality"} <= set(row)
         # the demo's devices move: wait for a changing tag and both devices
         eventually(lambda: {x["device"] for x in lines()} >= {"press1", "robot1"}, 30, what="both devices")
+        # the control task's outputs: events in the sink, counters written to the press and read back
+        eventually(lambda: any(x["device"] == "press_logic" and x["tag"] == "parts.CV" for x in lines()), 30,
+                   what="control task samples")
+        eventually(lambda: any(x["tag"] == "good_parts" and x["value"] for x in lines()), 30,
+                   what="good_parts written by the control task and read back")
         text = eventually(lambda: (t := scrape(url)) and "edged_tag_value" in t and t, 30, what="metrics")
+        assert metric(text, "edged_cycle_cycles_total", task="press_logic") > 0
         assert metric(text, "edged_device_up", device="press1") == 1.0
         assert metric(text, "edged_tag_value", device="press1", tag="spindle_speed", unit="rpm") is not None
         promtool = shutil.which("promtool")
