@@ -351,3 +351,17 @@ def test_report_selects_output_pins() -> None:
     assert errs == {"task.fast.block.t.report[1]": "expected an output pin of TON (Q, ET), found string 'EET'",
                     "task.fast.block.n.report": "expected true, false or an array of output pins, "
                                                 "found string 'yes'"}
+
+
+def test_a_block_with_a_wrong_type_is_reported_once() -> None:
+    errs = errors("""
+        [task.fast]
+        period_us = 1000
+        [task.fast.block.a]
+        type = "TONN"
+        in = { IN = "press1.running", PT = 10 }
+        [task.fast.block.b]
+        type = "NOT"
+        in = { IN = "a.Q" }
+    """)
+    assert list(errs) == ["task.fast.block.a.type"]

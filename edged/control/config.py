@@ -173,13 +173,12 @@ def _parse_task(name: str, sec: Section, tags: dict[str, Tag], bound: dict[str, 
         sec.error("block", "expected at least one block table (task.<name>.block.<block>)")
     sec.finish()
     # first pass: types, so that references to other blocks can be checked in any order
-    types: dict[str, BlockType] = {}
+    types: dict[str, BlockType | None] = {}   # None: the type was wrong (already reported)
     for bname, bsec in block_secs.items():
         tname = bsec.get_str("type", choices=list(BLOCK_TYPES))
-        if tname is not None:
-            types[bname] = BLOCK_TYPES[tname]
+        types[bname] = BLOCK_TYPES[tname] if tname is not None else None
     for bname, bsec in block_secs.items():
-        if bname not in types:
+        if types[bname] is None:
             bsec.finish(also_known=bsec.keys())
             continue
         spec = _parse_block(bname, bsec, types, tags, bound)
@@ -192,9 +191,10 @@ def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _parse_block(name: str, sec: Section, types: dict[str, BlockType], tags: dict[str, Tag],
+def _parse_block(name: str, sec: Section, types: dict[str, BlockType | None], tags: dict[str, Tag],
                  bound: dict[str, str]) -> BlockSpec:
     btype = types[name]
+    assert btype is not None
     spec = BlockSpec(name=name, btype=btype, path=sec.path)
     spec.report = _parse_report(sec, btype)
     bad_after = sec.get_int("bad_after_ms", None, min=0, max=86_400_000)
@@ -268,7 +268,8 @@ def _parse_report(sec: Section, btype: BlockType) -> frozenset[str]:
     return frozenset(pins)
 
 
-def _parse_source(ins: Section, pin: Pin, types: dict[str, BlockType], tags: dict[str, Tag]) -> Source | None:
+def _parse_source(ins: Section, pin: Pin, types: dict[str, BlockType | None],
+                  tags: dict[str, Tag]) -> Source | None:
     value = ins.get_scalar(pin.name)
     if value is None:
         return None
@@ -313,7 +314,7 @@ def _const_for(sec: Section, key: str, pin: Pin, value: Any) -> float | None:
     return float(value)
 
 
-def _parse_reference(ins: Section, pin: Pin, ref: str, types: dict[str, BlockType],
+def _parse_reference(ins: Section, pin: Pin, ref: str, types: dict[str, BlockType | None],
                      tags: dict[str, Tag]) -> Source | None:
     head, dot, tail = ref.partition(".")
     expected = "expected a tag (device.tag), a block output (block.PIN) or a constant"
@@ -327,6 +328,8 @@ def _parse_reference(ins: Section, pin: Pin, ref: str, types: dict[str, BlockTyp
         return None
     if is_block:
         btype = types[head]
+        if btype is None:   # that block's type is wrong, reported at its own path: accept the wire
+            return Source("block", block=head, pin=tail)
         out = btype.output(tail)
         if out is None:
             ins.error(pin.name, f"expected an output pin of block {head!r} ({btype.name}: "
