@@ -49,6 +49,7 @@ cdef enum:
     OP_LPF = 82
     OP_MAVG = 83
     OP_Z1 = 90
+    OP_QUALITY = 91
 
 OPCODES = {
     "AND": OP_AND, "OR": OP_OR, "XOR": OP_XOR, "NOT": OP_NOT, "GT": OP_GT, "GE": OP_GE, "LT": OP_LT,
@@ -56,7 +57,7 @@ OPCODES = {
     "TOF": OP_TOF, "TP": OP_TP, "CTU": OP_CTU, "CTD": OP_CTD, "CTUD": OP_CTUD, "SR": OP_SR, "RS": OP_RS,
     "ADD": OP_ADD, "SUB": OP_SUB, "MUL": OP_MUL, "DIV": OP_DIV, "MIN": OP_MIN, "MAX": OP_MAX,
     "LIMIT": OP_LIMIT, "SEL": OP_SEL, "MOVE": OP_MOVE, "SCALE": OP_SCALE, "PID": OP_PID,
-    "RAMP": OP_RAMP, "LPF": OP_LPF, "MAVG": OP_MAVG, "Z1": OP_Z1,
+    "RAMP": OP_RAMP, "LPF": OP_LPF, "MAVG": OP_MAVG, "Z1": OP_Z1, "QUALITY": OP_QUALITY,
 }
 """Block type name -> interpreter op code (checked against edged.control.blocks_catalog)."""
 
@@ -393,6 +394,11 @@ cdef void run_block(Blk* b, double* ws, uint8_t* wq, double* heap, int64_t now) 
         # OUT is the IN latched at the end of the previous cycle (run_latches)
         qual = <uint8_t>s[1]
         ws[O[0]] = s[0]
+    elif op == OP_QUALITY:
+        # the quality of IN as values; these outputs are facts, always of good quality
+        ws[O[0]] = wq[I[0]] == Q_GOOD
+        ws[O[1]] = wq[I[0]]
+        qual = Q_GOOD
 
     for k in range(b.nout):
         wq[O[k]] = qual

@@ -178,3 +178,13 @@ def test_nan_inputs_propagate_without_breaking_the_block() -> None:
     sim = BlockSim("MAX")
     assert math.isnan(sim.step(0, IN1=math.nan, IN2=1.0)["OUT"])
     assert sim.step(1, IN1=2.0, IN2=1.0)["OUT"] == 2.0
+
+
+def test_quality_block_exposes_the_input_quality_as_good_values() -> None:
+    sim = BlockSim("QUALITY")
+    assert sim.step(0, IN=5.0) == {"GOOD": True, "Q": 0}
+    sim.set_quality("IN", 1)
+    assert sim.step(1) == {"GOOD": False, "Q": 1}
+    sim.set_quality("IN", 2)
+    assert sim.step(2) == {"GOOD": False, "Q": 2}
+    assert sim.quality("GOOD") == 0 and sim.quality("Q") == 0   # a fact about IN, itself good

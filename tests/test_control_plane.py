@@ -220,3 +220,30 @@ async def test_a_plane_that_never_started_stops_cleanly() -> None:
     with pytest.raises(OSError):          # the eventfd is closed (no other thread opens files here)
         os.fstat(fd)
     await plane.stop()
+
+
+async def test_communication_loss_alarm_from_input_quality() -> None:
+    rec = Recorder()
+    plane, _ = await start("""
+        [task.fast]
+        period_us = 1000
+        [task.fast.block.oil_q]
+        type = "QUALITY"
+        in = { IN = "press1.oil_temp" }
+        [task.fast.block.lost]
+        type = "NOT"
+        in = { IN = "oil_q.GOOD" }
+        [task.fast.block.lost_1s]
+        type = "TON"
+        in = { IN = "lost.OUT", PT = "300ms" }
+        out = { Q = "press1.alarm" }
+    """, rec)
+    try:
+        plane.update([reading("press1.oil_temp", 50.0)])
+        await wait_until(lambda: rec.last("press1.alarm") is False, what="no alarm")
+        plane.update([reading("press1.oil_temp", None, Quality.BAD)])
+        await wait_until(lambda: rec.last("press1.alarm") is True, what="communication-loss alarm")
+        plane.update([reading("press1.oil_temp", 51.0)])
+        await wait_until(lambda: rec.last("press1.alarm") is False, what="alarm cleared")
+    finally:
+        await plane.stop()

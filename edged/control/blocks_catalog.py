@@ -108,6 +108,8 @@ BLOCK_TYPES: dict[str, BlockType] = {t.name: t for t in [
               summary="moving average of the last N cycles"),
     BlockType("Z1", 90, (_p("IN", GENERIC),), (_p("OUT", GENERIC),),
               summary="one-cycle delay: OUT is IN of the previous cycle (breaks feedback loops)"),
+    BlockType("QUALITY", 91, (_p("IN", GENERIC),), (_p("GOOD", BOOL), _p("Q", INT)),
+              summary="quality of IN as values: GOOD is true when it is good; Q is 0 good, 1 uncertain, 2 bad"),
 ]}
 
 
