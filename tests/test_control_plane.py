@@ -247,3 +247,40 @@ async def test_communication_loss_alarm_from_input_quality() -> None:
         await wait_until(lambda: rec.last("press1.alarm") is False, what="alarm cleared")
     finally:
         await plane.stop()
+
+
+async def test_counter_resumes_from_the_device_value_after_a_restart() -> None:
+    """The documented retentive-counter pattern: load CV from the tag when the tag is first read."""
+    rec = Recorder()
+    plane, _ = await start("""
+        [task.fast]
+        period_us = 1000
+        [task.fast.block.count_q]
+        type = "QUALITY"
+        in = { IN = "press1.good_parts" }
+        [task.fast.block.loaded]
+        type = "R_TRIG"
+        in = { CLK = "count_q.GOOD" }
+        [task.fast.block.part_edge]
+        type = "R_TRIG"
+        in = { CLK = "press1.part_sensor" }
+        [task.fast.block.parts]
+        type = "CTUD"
+        in = { CU = "part_edge.Q", LD = "loaded.Q", PV = "press1.good_parts" }
+        out = { CV = "press1.good_parts" }
+    """, rec)
+    try:
+        plane.update([reading("press1.part_sensor", False)])
+        await asyncio.sleep(0.05)
+        assert rec.writes == []                         # the device's count is not known yet: nothing written
+        plane.update([reading("press1.good_parts", 41)])
+        await wait_until(lambda: rec.last("press1.good_parts") == 41, what="loaded 41")
+        for n in (42, 43):
+            plane.update([reading("press1.part_sensor", True)])
+            await wait_until(lambda: rec.last("press1.good_parts") == n, what=f"count {n}")
+            plane.update([reading("press1.part_sensor", False), reading("press1.good_parts", n)])
+            seen = plane.tasks[0].thread.cycles
+            await wait_until(lambda: plane.tasks[0].thread.cycles >= seen + 2, what="cycles")
+    finally:
+        await plane.stop()
+    assert [v for _, v in rec.writes] == [41, 42, 43]
