@@ -23,6 +23,7 @@ ctypedef struct Prog:
     int nout
     int32_t* rep_ws          # reported pins: workspace index of pin id k
     double* rep_v            # last reported value and quality
+    double* rep_db           # deadband of pin id k (0: every change)
     uint8_t* rep_q
     int nrep
     int reported_once
@@ -34,11 +35,17 @@ cdef void prog_free(Prog* p) noexcept nogil:
         return
     free(p.blk); free(p.ws); free(p.wq); free(p.heap); free(p.in_img); free(p.in_ws); free(p.in_v)
     free(p.in_q); free(p.z1); free(p.out_ws); free(p.rep_ws); free(p.rep_v); free(p.rep_q)
+    free(p.rep_db)
     free(p)
 
 
-cdef inline bint _changed(double a, double b) noexcept nogil:
-    return a != b and not (a != a and b != b)
+cdef inline bint _changed(double a, double b, double deadband) noexcept nogil:
+    """a differs from the last reported b by at least the deadband (NaN to NaN is no change)."""
+    if a != a or b != b:
+        return (a != a) != (b != b)
+    if deadband > 0.0:
+        return fabs(a - b) >= deadband
+    return a != b
 
 
 cdef void prog_cycle(Prog* p, Image* inimg, Image* outimg, Ring* ring, int64_t now,
@@ -64,7 +71,7 @@ cdef void prog_cycle(Prog* p, Image* inimg, Image* outimg, Ring* ring, int64_t n
             k = p.rep_ws[i]
             v = p.ws[k]
             q = p.wq[k]
-            if not p.reported_once or q != p.rep_q[i] or _changed(v, p.rep_v[i]):
+            if not p.reported_once or q != p.rep_q[i] or _changed(v, p.rep_v[i], p.rep_db[i]):
                 if ring_push(ring, wall, i, v, q):
                     p.rep_v[i] = v
                     p.rep_q[i] = q
@@ -83,12 +90,14 @@ cdef class Program:
       tag_inputs: [(image slot, idx)]       copied from the input ProcessImage each cycle
       outputs:    [idx]                     published into output image slot k
       reports:    [idx]                     reported on change as pin id k
+      deadbands:  [float]                   per reported pin: report only moves of at least this much
     """
 
     cdef Prog* p
     cdef public bint attached
 
-    def __cinit__(self, int nws, list blocks, list consts, list tag_inputs, list outputs, list reports):
+    def __cinit__(self, int nws, list blocks, list consts, list tag_inputs, list outputs, list reports,
+                  list deadbands=None):
         cdef int i, k, heap = 0
         cdef Blk* b
         cdef Prog* p
@@ -114,10 +123,11 @@ cdef class Program:
         p.rep_ws = <int32_t*>calloc(p.nrep + 1, sizeof(int32_t))
         p.rep_v = <double*>calloc(p.nrep + 1, sizeof(double))
         p.rep_q = <uint8_t*>calloc(p.nrep + 1, sizeof(uint8_t))
+        p.rep_db = <double*>calloc(p.nrep + 1, sizeof(double))
         p.nz1 = sum(1 for blk in blocks if blk[0] == OP_Z1)
         p.z1 = <int32_t*>calloc(p.nz1 + 1, sizeof(int32_t))
         if not (p.ws and p.wq and p.blk and p.in_img and p.in_ws and p.in_v and p.in_q and p.out_ws
-                and p.rep_ws and p.rep_v and p.rep_q and p.z1):
+                and p.rep_ws and p.rep_v and p.rep_q and p.rep_db and p.z1):
             raise MemoryError()
 
         def idx(value) -> int:
@@ -169,6 +179,13 @@ cdef class Program:
             p.out_ws[i] = idx(w)
         for i, w in enumerate(reports):
             p.rep_ws[i] = idx(w)
+        if deadbands is not None:
+            if len(deadbands) != p.nrep:
+                raise ValueError(f"expected {p.nrep} deadbands, found {len(deadbands)}")
+            for i, db in enumerate(deadbands):
+                if not db >= 0.0:
+                    raise ValueError(f"expected deadbands >= 0, found {db}")
+                p.rep_db[i] = db
 
     def __dealloc__(self):
         prog_free(self.p)

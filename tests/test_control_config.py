@@ -158,10 +158,11 @@ def test_bad_references_and_pins() -> None:
         "task.fast.block.c.type": "expected one of 'AND', 'OR', 'XOR', 'NOT', 'GT', 'GE', 'LT', 'LE', 'EQ', "
                                   "'NE', 'R_TRIG', 'F_TRIG', 'TON', 'TOF', 'TP', 'CTU', 'CTD', 'CTUD', 'SR', "
                                   "'RS', 'ADD', 'SUB', 'MUL', 'DIV', 'MIN', 'MAX', 'LIMIT', 'SEL', 'MOVE', "
-                                  "'SCALE', 'PID', 'RAMP', 'LPF', 'MAVG', 'Z1', found 'Frobnicate'",
+                                  "'SCALE', 'PID', 'RAMP', 'LPF', 'MAVG', 'Z1', 'QUALITY', found 'Frobnicate'",
         "task.fast.block.d.in.CU": "expected a tag (device.tag), a block output (block.PIN) or a constant, "
                                    "found string 'nodot'",
-        "task.fast.block.d.colour": "unknown key (allowed here: bad_after_ms, in, out, report, safe, type)",
+        "task.fast.block.d.colour": "unknown key (allowed here: bad_after_ms, deadband, in, out, report, safe, "
+                                    "type)",
     }
 
 
@@ -365,3 +366,15 @@ def test_a_block_with_a_wrong_type_is_reported_once() -> None:
         in = { IN = "a.Q" }
     """)
     assert list(errs) == ["task.fast.block.a.type"]
+
+
+def test_deadband_needs_numeric_outputs() -> None:
+    errs = errors("""
+        [task.fast]
+        period_us = 1000
+        [task.fast.block.t]
+        type = "NOT"
+        in = { IN = "press1.running" }
+        deadband = 1.0
+    """)
+    assert errs == {"task.fast.block.t.deadband": "expected a deadband only on blocks with numeric outputs, found NOT"}

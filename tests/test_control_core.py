@@ -176,3 +176,39 @@ def test_inputs_are_copied_consistently_while_python_writes() -> None:
     values = [v for _, pin, v, q in ring.drain() if q == 0]
     assert values and all(v == 0.0 for v in values)
     assert ring.dropped == 0
+
+
+def test_samples_by_exception_with_a_deadband() -> None:
+    from edged.control.graph import compile_task
+    from edged.control.sim import load_tasks
+    from edged.tag import Access, DataType, Tag
+
+    temp = Tag("p", "temp", "x", DataType.FLOAT64, "default", None, Access.READ, slot=0)
+    spec = load_tasks("""
+        [task.t]
+        period_us = 1000
+        [task.t.block.f]
+        type = "MOVE"
+        in = { IN = "p.temp" }
+        deadband = 0.5
+        [task.t.block.hot]
+        type = "GT"
+        in = { IN1 = "p.temp", IN2 = 20.0 }
+    """, {"p.temp": temp})
+    lay = compile_task(spec.tasks[0])
+    prog, image, ring = lay.program(), ProcessImage(1), SampleRing(64)
+    seq = [10.0, 10.3, 10.6, 10.2, 11.2, float("nan"), float("nan"), 25.0, 25.0]
+    got = []
+    for k, v in enumerate(seq):
+        image.write([(0, v, 0, k)])
+        prog.step(k * MS, image, None, ring)
+        got.append([(lay.report_names[pin], value) for _, pin, value, q in ring.drain()])
+    assert got[0] == [("f.OUT", 10.0), ("hot.OUT", 0.0)]
+    assert got[1] == []                       # 0.3 from the last reported value: inside the deadband
+    assert got[2] == [("f.OUT", 10.6)]
+    assert got[3] == []                       # 0.4 back: still inside
+    assert got[4] == [("f.OUT", 11.2)]
+    assert got[5][0][0] == "f.OUT" and got[5][0][1] != got[5][0][1]   # NaN is reported once
+    assert got[6] == []
+    assert got[7] == [("f.OUT", 25.0), ("hot.OUT", 1.0)]             # bools ignore the deadband
+    assert got[8] == []

@@ -70,6 +70,7 @@ class BlockSpec:
     safe: dict[str, float] = field(default_factory=dict)
     bad_after_ms: int = 0
     report: frozenset[str] = frozenset()                       # output pins reported on change
+    deadband: float = 0.0                                      # numeric outputs: minimum reported move
     out_kinds: dict[str, str] = field(default_factory=dict)   # resolved kind of every output pin
 
 
@@ -197,6 +198,9 @@ def _parse_block(name: str, sec: Section, types: dict[str, BlockType | None], ta
     assert btype is not None
     spec = BlockSpec(name=name, btype=btype, path=sec.path)
     spec.report = _parse_report(sec, btype)
+    spec.deadband = _or(sec.get_float("deadband", 0.0, min=0.0), 0.0)
+    if spec.deadband and all(p.kind == BOOL for p in btype.outputs):
+        sec.error("deadband", f"expected a deadband only on blocks with numeric outputs, found {btype.name}")
     bad_after = sec.get_int("bad_after_ms", None, min=0, max=86_400_000)
     spec.bad_after_ms = bad_after or 0
 

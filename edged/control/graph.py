@@ -151,13 +151,15 @@ class Layout:
     reports: list[int] = field(default_factory=list)
     report_names: list[str] = field(default_factory=list)
     report_kinds: list[str] = field(default_factory=list)
+    report_deadbands: list[float] = field(default_factory=list)
     pins: dict[str, int] = field(default_factory=dict)
 
     def program(self) -> Any:
         """Build the C program (edged.cext.control.Program)."""
         from edged.cext.control import Program
 
-        return Program(self.nws, self.blocks, self.consts, self.tag_inputs, self.outputs, self.reports)
+        return Program(self.nws, self.blocks, self.consts, self.tag_inputs, self.outputs, self.reports,
+                       self.report_deadbands)
 
 
 def compile_task(task: TaskSpec) -> Layout:
@@ -212,4 +214,5 @@ def compile_task(task: TaskSpec) -> Layout:
                 lay.reports.append(lay.pins[f"{b.name}.{p.name}"])
                 lay.report_names.append(f"{b.name}.{p.name}")
                 lay.report_kinds.append(b.out_kinds.get(p.name, p.kind))
+                lay.report_deadbands.append(0.0 if lay.report_kinds[-1] == BOOL else b.deadband)
     return lay
