@@ -212,3 +212,23 @@ def test_samples_by_exception_with_a_deadband() -> None:
     assert got[6] == []
     assert got[7] == [("f.OUT", 25.0), ("hot.OUT", 1.0)]             # bools ignore the deadband
     assert got[8] == []
+
+
+def test_cycles_run_while_python_holds_the_gil() -> None:
+    """The cycle thread never takes the GIL: it keeps cycling while this thread never releases it."""
+    import sys
+
+    th = CycleThread(heavy_program(10), None, None, None, MS)
+    old = sys.getswitchinterval()
+    th.start()
+    try:
+        sys.setswitchinterval(100.0)          # no other Python thread could get the GIL from us now
+        start = th.cycles
+        deadline = time.monotonic() + 30.0
+        while th.cycles < start + 20 and time.monotonic() < deadline:
+            pass                               # pure Python busy loop: no sleep, no I/O, no GIL release
+        progressed = th.cycles - start
+    finally:
+        sys.setswitchinterval(old)
+        th.stop()
+    assert progressed >= 20
