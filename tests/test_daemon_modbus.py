@@ -152,6 +152,8 @@ def test_device_down_and_back_while_other_keeps_scanning(cell, tmp_path: Path) -
     try:
         eventually(lambda: metric(scrape(url), "edged_device_up", device="a") == 1.0, 30, what="a up")
         eventually(lambda: metric(scrape(url), "edged_device_up", device="b") == 1.0, 30, what="b up")
+        eventually(lambda: (metric(scrape(url), "edged_scans_total", device="a", scan="fast") or 0) >= 2, 30,
+                   what="a scanned")
         sa.stop()
         eventually(lambda: metric(scrape(url), "edged_device_up", device="a") == 0.0, 30, what="a down")
         text = scrape(url)
@@ -166,6 +168,9 @@ def test_device_down_and_back_while_other_keeps_scanning(cell, tmp_path: Path) -
         assert metric(text, "edged_device_up", device="b") == 1.0
         sa = simulate(path, "a", tmp_path, "a.speed=7.5")
         eventually(lambda: metric(scrape(url), "edged_device_up", device="a") == 1.0, 30, what="a back up")
+        scans_up = metric(scrape(url), "edged_scans_total", device="a", scan="fast")
+        eventually(lambda: metric(scrape(url), "edged_scans_total", device="a", scan="fast") >= scans_up + 2, 30,
+                   what="a scanned again")
         text = scrape(url)
         assert metric(text, "edged_device_reconnects_total", device="a") >= 1
         assert metric(text, "edged_device_errors_total", device="a", kind="connection") or \
