@@ -27,7 +27,7 @@ sysdeps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(STAMP): setup.py pyproject.toml $(wildcard cext/*.pyx cext/*.pxd)
+$(STAMP): setup.py pyproject.toml $(wildcard cext/*.pyx cext/*.pxd cext/*.pxi)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools==84.2.1 wheel cython==3.3.1
 	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
