@@ -391,3 +391,30 @@ async def test_rtu_emulator_makes_its_own_pty_pair(tmp_path: Path) -> None:
         await drivers["oven"].close()
         await emu.stop()
     assert not os.path.exists(port)
+
+
+async def test_a_cancellation_swallowed_inside_pymodbus_is_honoured() -> None:
+    """Python 3.11's wait_for (inside pymodbus) can return the answer and drop a cancellation that
+    arrived with it; the link must still raise CancelledError (a real race, so a stand-in client)."""
+    from edged.drivers.modbus.line import Link
+
+    class SwallowingClient:
+        connected = True
+
+        def close(self) -> None:
+            pass
+
+        async def read_holding_registers(self, **_: Any) -> str:
+            asyncio.current_task().cancel()      # the cancellation arrives ...
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                pass                             # ... and is swallowed, as 3.11's wait_for does
+            return "answer"
+
+    link = Link("test")
+    link.client = SwallowingClient()
+    with pytest.raises(asyncio.CancelledError):
+        await link.call("read_holding_registers", 1.0, address=0, count=1, device_id=1)
+    asyncio.current_task().uncancel()            # the test itself goes on
+    assert link.client is None                   # a TCP link also drops the connection

@@ -89,7 +89,14 @@ class Link:
             raise LinkDown(f"{self.name} is not connected")
         try:
             async with asyncio.timeout(timeout_s):
-                return await getattr(client, method)(**kwargs)
+                result = await getattr(client, method)(**kwargs)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Python 3.11's asyncio.wait_for (inside pymodbus) returns the answer and swallows a
+                # cancellation that arrives together with it; honour the cancellation here, or the
+                # cancelled task would carry on as if nothing happened.
+                raise asyncio.CancelledError()
+            return result
         except TimeoutError:
             raise LinkTimeout(f"no response within {timeout_s:g} s") from None
         except ConnectionException as exc:
