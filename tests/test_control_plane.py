@@ -192,6 +192,7 @@ async def test_metrics_pass_promtool_and_show_refused_affinity(caplog: pytest.Lo
     assert 'edged_cycle_realtime_requested{task="fast",what="affinity"} 1.0' in text
     assert 'edged_cycle_realtime_granted{task="fast",what="affinity"} 0.0' in text
     assert 'edged_cycle_realtime_requested{task="fast",what="priority"} 0.0' in text
+    assert 'edged_cycle_running{task="fast"} 1.0' in text
     assert [r.getMessage() for r in caplog.records if "affinity" in r.getMessage()] == [
         "control task fast: affinity to CPU 4095 refused (EINVAL); running on any CPU"]
     for name in ("edged_cycle_lateness_seconds_bucket", "edged_cycle_execution_seconds_count",

@@ -48,6 +48,7 @@ class ControlCollector:
                                     "Cycles that kept their previous inputs because the image was being written.",
                                     labels=["task"])
         period = GaugeMetricFamily("edged_cycle_period_seconds", "Configured cycle period.", labels=["task"])
+        running = GaugeMetricFamily("edged_cycle_running", "1 while the task's cycle thread runs.", labels=["task"])
         requested = GaugeMetricFamily("edged_cycle_realtime_requested",
                                       "1 when the task asks for priority, affinity or mlock.", labels=["task", "what"])
         granted = GaugeMetricFamily("edged_cycle_realtime_granted",
@@ -66,6 +67,7 @@ class ControlCollector:
             skipped.add_metric([name], th.skipped)
             stale.add_metric([name], r.program.stale_inputs)
             period.add_metric([name], ts.period_us / 1e6)
+            running.add_metric([name], 1.0 if th.running else 0.0)
             for what, asked, rc in (("priority", ts.priority > 0, th.prio_errno),
                                     ("affinity", ts.cpu >= 0, th.cpu_errno),
                                     ("mlock", ts.mlock, self.plane.mlock_errno)):
@@ -76,4 +78,4 @@ class ControlCollector:
             for st in r.out_states:
                 writes.add_metric([name, st.tag.key], st.writes)
                 failed.add_metric([name, st.tag.key], st.failures)
-        yield from (cycles, overruns, skipped, stale, period, requested, granted, samples, dropped, writes, failed)
+        yield from (cycles, overruns, skipped, stale, period, running, requested, granted, samples, dropped, writes, failed)
