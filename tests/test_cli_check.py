@@ -1,6 +1,7 @@
 """`edged check`: the example cell is valid, --plan shows the Modbus requests, check does no I/O; CLI basics."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -71,6 +72,46 @@ def test_check_does_no_io(tmp_path: Path) -> None:
     finally:
         listener.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cell.toml"]
+
+
+MENTIONED_PATHS = ["/dev/serial/by-id/usb-FTDI_USB-RS485_Cable_FT4ABCDE-if00-port0", "/etc/edged-check-test/ca.pem",
+                   "/etc/edged-check-test/client.pem", "/etc/edged-check-test/client.key",
+                   "/etc/edged-check-test/mqtt.pass", "lake.jsonl"]
+_NET_CALL = re.compile(r"^\d+\s+(socket|connect|bind|listen|sendto|sendmsg)\(")
+_WRITE_OPEN = re.compile(r"^\d+\s+open(at)?\(.*(O_WRONLY|O_RDWR|O_CREAT)")
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_check_touches_no_path_the_config_names(tmp_path: Path) -> None:
+    """Under strace: no socket, no file opened for writing, and no path the config names is even looked at."""
+    extra = """
+[sink.upstream]
+type = "mqtt"
+host = "192.0.2.1"
+tls_ca = "/etc/edged-check-test/ca.pem"
+tls_cert = "/etc/edged-check-test/client.pem"
+tls_key = "/etc/edged-check-test/client.key"
+username = "line3"
+password_file = "/etc/edged-check-test/mqtt.pass"
+
+[sink.lake]
+type = "jsonl"
+path = "lake.jsonl"
+"""
+    (tmp_path / "cell.toml").write_text(EXAMPLE.read_text() + extra)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=%file,%network", "-o", "trace.txt",
+                           sys.executable, "-m", "edged", "check", "-c", "cell.toml"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    if proc.returncode != 0 and "ptrace" in proc.stderr:
+        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    trace = (tmp_path / "trace.txt").read_text().splitlines()
+    assert any('"cell.toml"' in line and "open" in line for line in trace)
+    assert [line for line in trace if _NET_CALL.match(line)] == []
+    assert [line for line in trace if _WRITE_OPEN.match(line)] == []
+    for path in MENTIONED_PATHS:
+        assert [line for line in trace if f'"{path}"' in line or f'/{path}"' in line] == [], path
 
 
 def test_relative_config_path_and_other_cwd(tmp_path: Path) -> None:
