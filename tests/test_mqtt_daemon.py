@@ -79,8 +79,13 @@ def received(col: Collector) -> dict[tuple[str, str], list[int]]:
 
 
 def gap_total(col: Collector) -> int:
-    """Samples reported lost in the gap messages received."""
-    return sum(g["count"] for m in col.snapshot() if m.topic == "line/gap" for g in json.loads(m.payload)["gaps"])
+    """Samples reported lost in the gap messages received (a gap sent again counts once, with its last count)."""
+    by_id = {}
+    for m in col.snapshot():
+        if m.topic == "line/gap":
+            for g in json.loads(m.payload)["gaps"]:
+                by_id[g["id"]] = g["count"]
+    return sum(by_id.values())
 
 
 def spool_contents(state: Path) -> tuple[dict[tuple[str, str], list[int]], dict[tuple[str, str], list[int]], int]:
@@ -126,7 +131,8 @@ class explained:
 
     def __exit__(self, typ, exc, tb) -> None:  # noqa: ANN001
         if isinstance(exc, AssertionError):
-            raise AssertionError(f"{exc}\n--- edged log (tail) ---\n" + "\n".join(self.d.err[-40:])) from None
+            lines = [x for x in self.d.err if "edged.spool:" not in x] + self.d.err[-5:]
+            raise AssertionError(f"{exc}\n--- edged log (tail) ---\n" + "\n".join(lines[-60:])) from None
 
 
 def start_daemon(cell: Path, tmp_path: Path) -> Proc:

@@ -76,7 +76,7 @@ def sample_line(s: Sample) -> str:
 
 def gap_line(g: Gap) -> str:
     """The JSON line of a gap: samples lost from the spool."""
-    return json.dumps({"gap": {"start": rfc3339(g.start_ns), "end": rfc3339(g.end_ns), "start_ns": g.start_ns,
+    return json.dumps({"gap": {"id": g.id, "start": rfc3339(g.start_ns), "end": rfc3339(g.end_ns), "start_ns": g.start_ns,
                                "end_ns": g.end_ns, "device": g.device, "count": g.count}}, ensure_ascii=False)
 
 

@@ -306,9 +306,7 @@ class MqttSink(Sink):
             for t in done:
                 t.result()
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel_all(tasks)
             while not flights.empty():
                 f = flights.get_nowait()
                 if f is not None:
@@ -415,6 +413,18 @@ class MqttSink(Sink):
     async def close(self) -> None:
         """The run task was cancelled (it published ``offline`` and disconnected); nothing else is held."""
         self.metrics.connected.labels(self.name).set(0)
+
+
+async def _cancel_all(tasks: list[asyncio.Task]) -> None:
+    """Cancel tasks and wait for them, cancelling again any that swallowed the cancellation."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    for t in tasks:
+        if not t.cancelled():
+            t.exception()  # retrieved: the caller reports the first failure
 
 
 def _short_error(exc: BaseException) -> str:

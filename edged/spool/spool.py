@@ -54,10 +54,12 @@ class Gap:
     end_ns: int
     device: str
     count: int
+    id: int = 0  # unique in this spool; a gap sent again (after a release) has the same id and the final count
 
     def as_dict(self) -> dict[str, Any]:
         """The gap as a JSON-ready dict."""
-        return {"start_ns": self.start_ns, "end_ns": self.end_ns, "device": self.device, "count": self.count}
+        return {"id": self.id, "start_ns": self.start_ns, "end_ns": self.end_ns, "device": self.device,
+                "count": self.count}
 
 
 @dataclass(slots=True, eq=False)
@@ -108,12 +110,16 @@ class _GapRow:
 class _Consumer:
     """Cursor state of one consumer: acked (durable) and taken (in memory) sequence numbers."""
 
-    __slots__ = ("name", "acked", "taken", "outstanding", "gaps", "gaps_taken", "event", "acked_total", "dirty")
+    __slots__ = ("name", "acked", "taken", "handed", "outstanding", "gaps", "gaps_taken", "event", "acked_total",
+                 "dirty")
 
     def __init__(self, name: str, acked: int) -> None:
         self.name = name
         self.acked = acked
         self.taken = acked
+        # highest sequence ever handed out since start: a released batch may have been partly delivered,
+        # so it is never dropped (dropping it would report as lost what upstream may have received)
+        self.handed = acked
         self.outstanding: collections.deque[SpoolBatch] = collections.deque()
         self.gaps: list[_GapRow] = []
         self.gaps_taken: set[int] = set()
@@ -202,7 +208,7 @@ class Spool:
         for gid, consumer, device, start, end, count in db.execute(
                 "SELECT id, consumer, device, start_ns, end_ns, count FROM gap ORDER BY id"):
             if consumer in self._consumers:
-                self._consumers[consumer].gaps.append(_GapRow(gid, consumer, Gap(start, end, device, count)))
+                self._consumers[consumer].gaps.append(_GapRow(gid, consumer, Gap(start, end, device, count, gid)))
             self._next_gap_id = max(self._next_gap_id, gid + 1)
         db.execute("COMMIT")
         self._collect()
@@ -262,9 +268,9 @@ class Spool:
         return True
 
     def _victim(self) -> int | None:
-        """Index of the oldest chunk that no consumer has in flight (taken but not acked)."""
+        """Index of the oldest chunk no consumer has been handed (in flight, or released after a partial send)."""
         for i, ch in enumerate(self._chunks):
-            if all(not (ch.first <= c.taken and ch.last > c.acked) for c in self._consumers.values()):
+            if all(not (ch.first <= c.handed and ch.last > c.acked) for c in self._consumers.values()):
                 return i
         return None
 
@@ -273,7 +279,7 @@ class Spool:
         i = 0
         while i < len(self._chunks) and self._chunks[i].t_ns < limit:
             ch = self._chunks[i]
-            if any(ch.first <= c.taken and ch.last > c.acked for c in self._consumers.values()):
+            if any(ch.first <= c.handed and ch.last > c.acked for c in self._consumers.values()):
                 i += 1  # in flight: it goes when acked, or expires after a release
                 continue
             self._drop_chunk(i, "age")
@@ -321,7 +327,7 @@ class Spool:
                 self._pending.append(("UPDATE gap SET start_ns=?, end_ns=?, count=? WHERE id=?",
                                       (row.gap.start_ns, row.gap.end_ns, row.gap.count, row.id)))
                 continue
-            row = _GapRow(self._next_gap_id, c.name, Gap(start, end, device, count))
+            row = _GapRow(self._next_gap_id, c.name, Gap(start, end, device, count, self._next_gap_id))
             self._next_gap_id += 1
             c.gaps.append(row)
             self._gaps_total += 1
@@ -358,11 +364,13 @@ class Spool:
                 return None
             if samples:
                 c.taken = last
+                if last > c.handed:
+                    c.handed = last
             else:
                 first, last = c.taken + 1, c.taken
             for r in rows:
                 c.gaps_taken.add(r.id)
-            batch = SpoolBatch(consumer, samples, [Gap(r.gap.start_ns, r.gap.end_ns, r.gap.device, r.gap.count)
+            batch = SpoolBatch(consumer, samples, [Gap(r.gap.start_ns, r.gap.end_ns, r.gap.device, r.gap.count, r.id)
                                                    for r in rows], first, last, tuple(r.id for r in rows))
             c.outstanding.append(batch)
             return batch
@@ -377,9 +385,12 @@ class Spool:
         c.event.clear()
         if self._available(c):
             return
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that arrives as
+        # the event is set, which would leave a cancelled sink task running
         try:
-            await asyncio.wait_for(c.event.wait(), timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+            async with asyncio.timeout(timeout):
+                await c.event.wait()
+        except TimeoutError:
             pass
 
     def _available(self, c: _Consumer) -> bool:
