@@ -31,6 +31,8 @@ LIMITS: dict[str, list[Any]] = {
     "uint64": [0, 2**64 - 1, 1, 2**63 + 1],
     "float32": [-F32_MAX, F32_MAX, 0.0, -1.5, 1.401298464324817e-45],
     "float64": [-F64_MAX, F64_MAX, 0.0, -1.5, 5e-324],
+    "string": ["", "A", "ABCDEFGHI", "\u00e9t\u00e9 \u00ff", "12345678"],   # length 9: odd, 5 registers
+    "bool": [True, False, True, False],
 }
 
 
@@ -50,16 +52,24 @@ async def test_every_type_and_order_round_trips_at_its_limits() -> None:
     tags_toml: dict[str, dict[str, Any]] = {}
     offset = 0
     for tname in LIMITS:
+        if tname == "bool":
+            continue
         for order in Order:
-            tags_toml[f"{tname}_{order.name}"] = {"address": f"hr:{offset}", "type": tname, "order": order.name,
-                                                  "access": "write"}
-            offset += 4
+            keys = {"address": f"hr:{offset}", "type": tname, "order": order.name, "access": "write"}
+            if tname == "string":
+                keys["length"] = 9
+            tags_toml[f"{tname}_{order.name}"] = keys
+            offset += 5 if tname == "string" else 4
+    for i, address in enumerate(("co:0", "co:9", f"hr:{offset}.0", f"hr:{offset}.15")):
+        tags_toml[f"bool_{i}"] = {"address": address, "access": "write"}
     doc = tcp_device("plc", free_port(), tags_toml, timeout_s=5.0)
     drivers, tags, emu = await started(doc)
     drv = drivers["plc"]
     try:
         await drv.connect()
-        assert len(drv.plan()["default"]) == 2          # 128 registers: two requests of at most 125
+        # 128 + 20 + 1 registers: two requests (no value split across them), and the coils
+        assert [line.split(":")[0] for line in drv.plan()["default"]] == \
+            ["unit 1 co 0..9 (10 bits)", "unit 1 hr 0..123 (124 regs)", "unit 1 hr 124..148 (25 regs)"]
         for i in range(max(len(v) for v in LIMITS.values())):
             expected = {}
             for tag in tags.values():
@@ -73,7 +83,7 @@ async def test_every_type_and_order_round_trips_at_its_limits() -> None:
             for tag in tags.values():                       # the emulator decodes the same registers alike
                 assert emu.get_value(tag) == expected[tag.name]
         assert drv.stats.writes == len(tags) * 5 and drv.stats.writes_failed == 0
-        assert drv.stats.requests == 5 * 2 and drv.stats.values == 5 * len(tags)
+        assert drv.stats.requests == 5 * 3 and drv.stats.values == 5 * len(tags)
     finally:
         await drv.close()
         await emu.stop()
@@ -367,7 +377,12 @@ async def test_rtu_line_shared_by_two_units_with_one_silent(tmp_path: Path) -> N
 
 async def test_rtu_devices_must_agree_on_line_settings(tmp_path: Path) -> None:
     with socat_pair(tmp_path) as (near, far):
+        alias = tmp_path / "by-id-alias"          # another name of the same line, like /dev/serial/by-id
+        alias.symlink_to(near)
         doc = rtu_doc(near).replace("baudrate = 115200\nunit_id = 2", "baudrate = 9600\nunit_id = 2")
+        doc = doc.replace(f'[device.conveyor]\ndriver = "modbus"\ntransport = "rtu"\nport = "{near}"',
+                          f'[device.conveyor]\ndriver = "modbus"\ntransport = "rtu"\nport = "{alias}"')
+        assert str(alias) in doc
         drivers, _, emu = await started(doc, serial_peers={near: far})
         try:
             await drivers["oven"].connect()

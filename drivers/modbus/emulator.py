@@ -138,7 +138,8 @@ class ModbusEmulator(Emulator):
         self._socats: list[subprocess.Popen[bytes]] = []
         for drv in self.drivers:
             s = drv.settings
-            key: Any = ("tcp", s.host, s.port) if s.transport == "tcp" else ("rtu", s.serial.port)  # type: ignore[union-attr]
+            key: Any = (("tcp", s.host, s.port) if s.transport == "tcp"
+                        else ("rtu", os.path.realpath(s.serial.port)))  # type: ignore[union-attr]
             store = self.stores.setdefault(key, Store())
             self._where[drv.spec.name] = (store, s.unit_id)
             for reqs in drv.requests.values():
@@ -156,11 +157,12 @@ class ModbusEmulator(Emulator):
                 if key[0] == "tcp":
                     server = ModbusTcpServer(_placeholder(), address=(key[1], key[2]), ignore_missing_devices=True)
                 else:
-                    drv = next(d for d in self.drivers if d.settings.transport == "rtu"
-                               and d.settings.serial.port == key[1])  # type: ignore[union-attr]
-                    ser = drv.settings.serial
+                    ports = [d.settings.serial for d in self.drivers if d.settings.transport == "rtu"
+                             and os.path.realpath(d.settings.serial.port) == key[1]]  # type: ignore[union-attr]
+                    ser = ports[0]
                     assert ser is not None
-                    peer = self.serial_peers.get(key[1]) or await self._pty_pair(key[1])
+                    peer = (next((self.serial_peers[p.port] for p in ports if p.port in self.serial_peers), None)
+                            or await self._pty_pair(ser.port))
                     server = ModbusSerialServer(_placeholder(), framer=FramerType.RTU, port=peer,
                                                 baudrate=ser.baudrate, parity=ser.parity, bytesize=ser.bytesize,
                                                 stopbits=ser.stopbits, ignore_missing_devices=True)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -170,15 +171,21 @@ class SerialLine(Link):
 _LINES: dict[str, SerialLine] = {}
 
 
+def _line_key(port: str) -> str:
+    """Devices reach one line through different names (a /dev/serial/by-id link, the tty itself)."""
+    return os.path.realpath(port)
+
+
 def attach_serial(settings: SerialSettings, user: int, device: str) -> SerialLine:
     """The shared line of a port (created on first use); LinkDown if its settings differ."""
-    line = _LINES.get(settings.port)
+    key = _line_key(settings.port)
+    line = _LINES.get(key)
     if line is not None and (line.loop is not asyncio.get_running_loop() or line.loop.is_closed()):
         line.drop()  # left over from an event loop that no longer runs
         line = None
     if line is None:
-        line = _LINES[settings.port] = SerialLine(settings)
-    elif line.settings != settings:
+        line = _LINES[key] = SerialLine(settings)
+    elif replace(line.settings, port=settings.port) != settings:
         raise LinkDown(f"device {device}: serial settings {settings.describe()} differ from those of the "
                        f"devices already using the port ({line.settings.describe()})")
     line.users.add(user)
@@ -190,5 +197,5 @@ def detach_serial(line: SerialLine, user: int) -> None:
     line.users.discard(user)
     if not line.users:
         line.drop()
-        if _LINES.get(line.settings.port) is line:
-            del _LINES[line.settings.port]
+        for key in [k for k, v in _LINES.items() if v is line]:
+            del _LINES[key]
