@@ -13,7 +13,7 @@ import pytest
 from edged.drivers.modbus.address import Order, Table
 from edged.drivers.modbus.driver import ModbusDriver
 from edged.drivers.modbus.emulator import ModbusEmulator
-from edged.errors import DeviceUnavailable, ReadFailed, WriteRefused
+from edged.errors import DeviceUnavailable, ReadFailed
 from edged.tag import Quality, Reading, Tag
 from edged.writes import check_write
 from modbus_support import free_port, load_devices, socat_pair, tcp_device
@@ -292,20 +292,26 @@ async def test_connection_loss_and_unreachable_device() -> None:
 
 async def test_write_failures() -> None:
     doc = tcp_device("p", free_port(), {"sp": {"address": "hr:0", "type": "int16", "access": "write"},
-                                        "ro": {"address": "hr:1"}})
+                                        "ro": {"address": "hr:1"},
+                                        "name": {"address": "hr:2", "type": "string", "length": 4, "access": "write"}})
     drivers, tags, emu = await started(doc)
     drv = drivers["p"]
     try:
         await drv.connect()
-        with pytest.raises(WriteRefused, match="outside the range of int16"):
+        with pytest.raises(ReadFailed, match="p.sp: write refused, nothing sent: value 40000 is outside the range "
+                                             r"of int16 \[-32768, 32767\]") as info:
             await drv.write(tags["p.sp"], 40000)
-        with pytest.raises(WriteRefused, match="not writable"):
+        assert info.value.kind == "refused"
+        with pytest.raises(ReadFailed, match="p.name: write refused, nothing sent: expected at most 4 characters"):
+            await drv.write(tags["p.name"], "ABCDE")
+        with pytest.raises(ReadFailed, match="p.ro: write refused: the tag is not writable"):
             await drv.write(tags["p.ro"], 1)
         emu.set_exception(1, Table.HOLDING, 0, 3)
         with pytest.raises(ReadFailed, match=r"write sp \(fc 6 unit 1 holding registers hr 0\) refused: "
                                              r"exception 3 ILLEGAL DATA VALUE"):
             await drv.write(tags["p.sp"], 5)
-        assert drv.stats.writes == 0 and drv.stats.writes_failed == 3
+        assert drv.stats.writes == 0 and drv.stats.writes_failed == 4
+        assert emu.request_count() == 1          # only the write the device refused was sent
         emu.set_exception(1, Table.HOLDING, 0, None)
         await drv.write(tags["p.sp"], -5)
         assert emu.get_value(tags["p.sp"]) == -5 and drv.stats.writes == 1

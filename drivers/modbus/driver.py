@@ -10,7 +10,7 @@ from pymodbus.exceptions import ModbusException
 
 from edged.cext import codec
 from edged.driver import DeviceSpec, Driver, Emulator
-from edged.errors import DeviceUnavailable, ReadFailed, WriteRefused
+from edged.errors import DeviceUnavailable, ReadFailed
 from edged.schema import Section, describe
 from edged.tag import DataType, Quality, Reading, Tag
 
@@ -293,11 +293,16 @@ class ModbusDriver(Driver):
 
     # -- writes ------------------------------------------------------------------------------
     async def write(self, tag: Tag, value: Any) -> None:
-        """Write an engineering value: coil (fc 5), register (fc 6), registers (fc 16), bit (fc 22 or read-modify-write)."""
+        """Write an engineering value: coil (fc 5), register (fc 6), registers (fc 16), bit (fc 22 or read-modify-write).
+
+        Failures raise ReadFailed (kind ``refused`` when the encoder refuses the value and nothing was
+        sent, e.g. a string longer than the tag's length; ``exception`` or ``malformed`` for the device's
+        answer) or DeviceUnavailable (timeout, lost connection).
+        """
         a: ModbusAddress = tag.addr
         if not tag.writable or not a.table.writable:
             self.stats.writes_failed += 1
-            raise WriteRefused(f"{tag.key}: tag is not writable")
+            raise ReadFailed(f"{tag.key}: write refused: the tag is not writable", kind="refused")
         unit = unit_of(tag, self.settings.unit_id)
         try:
             if a.type_code in (T_COIL, T_BIT):
@@ -308,7 +313,7 @@ class ModbusDriver(Driver):
                 registers = codec.encode(a.type_code, int(a.order), tag.to_raw(value), a.length)
         except ValueError as exc:
             self.stats.writes_failed += 1
-            raise WriteRefused(f"{tag.key}: {exc}") from None
+            raise ReadFailed(f"{tag.key}: write refused, nothing sent: {exc}", kind="refused") from None
         link = self._require_link()
         timeout = self.spec.timeout_s
         try:
