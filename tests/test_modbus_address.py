@@ -177,3 +177,39 @@ def test_sample_snippet_is_a_valid_config() -> None:
     devices, tags = load_devices("[scan.fast]\ninterval_ms = 100\n" + text)
     assert sorted(devices) == ["conveyor", "oven", "press1"]
     assert tags["press1.recipe"].addr.count == 8 and tags["press1.lube_low"].addr.bit == 3
+
+
+D = "device.press1"
+BAD_DEVICES = [
+    ({"transport": "udp"}, f"{D}.transport", "expected one of 'tcp', 'rtu', found 'udp'"),
+    ({"host": None}, f"{D}.host", "missing required key (transport \"tcp\" needs the host name or IP address)"),
+    ({"port": "502"}, f"{D}.port", "expected a TCP port 1..65535, found string '502'"),
+    ({"port": 70000}, f"{D}.port", "expected a TCP port 1..65535, found integer 70000"),
+    ({"baudrate": 9600}, f"{D}.baudrate", "expected baudrate only with transport = \"rtu\", found it with transport \"tcp\""),
+    ({"transport": "rtu", "host": None, "port": None}, f"{D}.port",
+     "missing required key (transport \"rtu\" needs the serial device, e.g. \"/dev/ttyUSB0\")"),
+    ({"transport": "rtu", "port": "/dev/ttyS0"}, f"{D}.host", "expected host only with transport = \"tcp\", found it with transport \"rtu\""),
+    ({"transport": "rtu", "host": None, "port": 5}, f"{D}.port",
+     "expected the serial device path such as \"/dev/ttyUSB0\", found integer 5"),
+    ({"transport": "rtu", "host": None, "port": "/dev/ttyS0", "parity": "X"}, f"{D}.parity",
+     "expected one of 'N', 'E', 'O', found 'X'"),
+    ({"transport": "rtu", "host": None, "port": "/dev/ttyS0", "stopbits": 3}, f"{D}.stopbits",
+     "expected a value between 1 and 2, found 3"),
+    ({"unit_id": 248}, f"{D}.unit_id", "expected a value between 0 and 247, found 248"),
+    ({"max_registers": 126}, f"{D}.max_registers", "expected a value between 1 and 125, found 126"),
+    ({"max_bits": 0}, f"{D}.max_bits", "expected a value between 1 and 2000, found 0"),
+    ({"max_gap": -1}, f"{D}.max_gap", "expected a value between 0 and 125, found -1"),
+    ({"bit_write": "rmw"}, f"{D}.bit_write", "expected one of 'mask', 'read_modify_write', found 'rmw'"),
+    ({"slave": 1}, f"{D}.slave", "unknown key (allowed here: backoff_initial_s, backoff_max_s, baudrate, bit_write, "
+                                 "bytesize, description, driver, host, max_bits, max_gap, max_gap_bits, "
+                                 "max_registers, parity, port, stopbits, tag, timeout_s, transport, unit_id)"),
+]
+
+
+@pytest.mark.parametrize("keys,path,message", BAD_DEVICES)
+def test_bad_device_keys(keys: dict, path: str, message: str) -> None:
+    doc = tcp_device("press1", 5020, {"t": {"address": "hr:0"}})
+    lines = [ln for ln in doc.splitlines() if not any(ln.startswith(f"{k} =") for k in keys)]
+    extra = [f"{k} = {v!r}".replace("'", '"') for k, v in keys.items() if v is not None]
+    doc = "\n".join(lines[:2] + extra + lines[2:]) + "\n"
+    assert config_issues(doc) == [(path, message)]

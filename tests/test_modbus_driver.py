@@ -439,3 +439,15 @@ async def test_a_cancellation_swallowed_inside_pymodbus_is_honoured() -> None:
         await link.call("read_holding_registers", 1.0, address=0, count=1, device_id=1)
     asyncio.current_task().uncancel()            # the test itself goes on
     assert link.client is None                   # a TCP link also drops the connection
+
+
+async def test_rtu_port_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "ttyUSB9"
+    devices, _ = load_devices(rtu_doc(str(missing)))
+    oven = devices["oven"].driver
+    with pytest.raises(DeviceUnavailable, match=f"device oven: cannot open serial {missing} 115200 8N1"):
+        await oven.connect()
+    assert oven.stats.errors == {"connection": 1}
+    with pytest.raises(DeviceUnavailable, match="not connected"):
+        await oven.read("default")
+    await oven.close()
