@@ -313,10 +313,10 @@ class MqttSink(Sink):
                     for t in f.tasks:
                         t.cancel()
                     if f.tasks:
-                        self.metrics_retry(f)
+                        self._count_retry(f)
             self._window = asyncio.Semaphore(self.spec.max_inflight)
 
-    def metrics_retry(self, flight: _Flight) -> None:
+    def _count_retry(self, flight: _Flight) -> None:
         """Count samples that were sent but not acknowledged: they will be sent again (possible duplicates)."""
         self.metrics.retried.labels(self.name).inc(flight.samples)
 
@@ -356,7 +356,7 @@ class MqttSink(Sink):
             try:
                 await asyncio.gather(*flight.tasks)
             except Exception as exc:
-                self.metrics_retry(flight)
+                self._count_retry(flight)
                 raise _Lost(_short_error(exc)) from exc
             self.spool.ack(flight.batch)
             n_samples = len(flight.batch.samples)
