@@ -141,6 +141,8 @@ class Broker:
     pki: Pki | None = None
     persistence: bool = True
     extra_conf: str = ""
+    anonymous: bool = True
+    password_file: Path | None = None  # mosquitto_passwd file; with anonymous False, clients must log in
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -161,7 +163,9 @@ class Broker:
             return ""
 
     def _write_conf(self) -> None:
-        lines = [f"listener {self.port} {self.host}", "allow_anonymous true"]
+        lines = [f"listener {self.port} {self.host}", f"allow_anonymous {'true' if self.anonymous else 'false'}"]
+        if self.password_file is not None:
+            lines.append(f"password_file {self.password_file}")
         if os.geteuid() == 0:
             lines.append("user root")  # keep ownership of the tmp_path persistence folder
         if self.persistence:
@@ -258,6 +262,17 @@ def start_broker(directory: Path, *, tls: bool = False, persistence: bool = True
     if tls:
         broker.tls_port = 0
     return broker.start()
+
+
+def make_password_file(path: Path, users: dict[str, str]) -> Path:
+    """A mosquitto password file (hashed with mosquitto_passwd) for the given users."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    for i, (user, password) in enumerate(users.items()):
+        args = ["mosquitto_passwd", "-b"] + (["-c"] if i == 0 else []) + [str(path), user, password]
+        subprocess.run(args, check=True, capture_output=True, timeout=30)
+    path.chmod(0o600)
+    return path
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from edged.sinks.mqtt_conn import MqttConnection
 from edged.spool.config import SpoolSpec
 from edged.spool.spool import Spool
 from edged.tag import Sample
-from mosquitto_support import Broker, Collector, mosquitto, mosquitto_tls  # noqa: F401
+from mosquitto_support import Broker, Collector, make_password_file, mosquitto, mosquitto_tls  # noqa: F401
 
 
 async def _no_write(key: str, value: object, source: str) -> WriteResult:
@@ -190,6 +190,34 @@ async def test_tls_with_client_certificate_connects_and_without_is_refused_clear
     await stop(good, task)
     assert col.wait_for(lambda ms: counters(col) == list(range(10)), timeout=20)
     col.stop()
+
+
+async def test_username_and_password_from_a_file_or_the_environment(tmp_path: Path, spool: Spool,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    pw = make_password_file(tmp_path / "broker" / "passwd", {"edge": "correct horse"})
+    broker = Broker(directory=tmp_path / "broker", anonymous=False, password_file=pw).start()
+    try:
+        secret = tmp_path / "mqtt.pass"
+        secret.write_text("wrong password\n")
+        spool.append(batch(0, 5))
+        bad = make_sink(tmp_path, broker, spool)
+        bad.spec.conn.username, bad.spec.conn.password_file = "edge", str(secret)
+        task = asyncio.create_task(bad.run())
+        assert await until(lambda: bool(bad.last_error), timeout=30)
+        await stop(bad, task)
+        assert "username or password" in bad.last_error or "not authorised" in bad.last_error, bad.last_error
+        assert spool.stats().depth_samples == 5
+        monkeypatch.setenv("EDGED_TEST_MQTT_PW", "correct horse")
+        good = make_sink(tmp_path, broker, spool)
+        good.spec.conn.username, good.spec.conn.password_env = "edge", "EDGED_TEST_MQTT_PW"
+        task = asyncio.create_task(good.run())
+        assert await until(lambda: spool.stats().depth_samples == 0, timeout=30), good.last_error
+        await stop(good, task)
+        assert all("correct horse" not in r.getMessage() and "wrong password" not in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        broker.stop()
 
 
 def test_match_topic() -> None:
