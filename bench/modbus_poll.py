@@ -297,6 +297,48 @@ async def mode_pymodbus(cell_path: Path, seconds: float, pid: int, naive: bool, 
             c.close()
 
 
+def codec_micro(cell_path: Path, repeat: int = 2000) -> str:
+    """Decode time of every planned response: the Cython program vs the struct decoders of (b), in-process."""
+    from edged.cell import load_cell
+    from edged.tag import Quality
+
+    class Rsp:
+        def __init__(self, registers: list[int], bits: list[bool]) -> None:
+            self.registers, self.bits = registers, bits
+
+    cell = load_cell(cell_path)
+    rng = random.Random(3)
+    work = []
+    for dev in cell.devices.values():
+        for reqs in dev.driver.requests.values():
+            for r in reqs:
+                rsp = Rsp([rng.randrange(65536) for _ in range(r.count)], [rng.random() < 0.5 for _ in range(r.count)])
+                work.append((r, rsp, [_decoder(t, r.start) for t in r.tags]))
+    values = sum(len(r.tags) for r, _, _ in work) * repeat
+
+    def timed(fn: Callable[[], None]) -> float:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.process_time()
+            fn()
+            best = min(best, time.process_time() - t0)
+        return best
+
+    def cython() -> None:
+        for _ in range(repeat):
+            for r, rsp, _ in work:
+                r.program.readings(rsp.bits if r.table.is_bit else rsp.registers, 0, Quality.GOOD)
+
+    def python() -> None:
+        for _ in range(repeat):
+            for _r, rsp, decs in work:
+                [dec(rsp) for dec in decs]
+
+    tc, tp = timed(cython), timed(python)
+    return (f"- decode only, in-process: Cython program {1e9 * tc / values:.0f} ns per value (a Reading built), "
+            f"struct decoders of (b) {1e9 * tp / values:.0f} ns per value (bare value): {tp / tc:.1f}x")
+
+
 def median(runs: list[Result]) -> Result:
     """The run with the median values/s (its own CPU figures come with it)."""
     return sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
@@ -359,6 +401,7 @@ async def run(args: argparse.Namespace) -> int:
                     print(f"round {n + 1}/{args.rounds}: measuring ({key}) ...", file=sys.stderr, flush=True)
                     rounds[key].append(await modes[key]())
             results = [median(rounds[k]) for k in keys]
+            codec_line = codec_micro(cell_path)
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -381,6 +424,7 @@ async def run(args: argparse.Namespace) -> int:
               f"each tag at most once per scan interval: at most {args.tags * 100:,} values/s here)\n"
               f"- (a)/(c): **{a.rate / c.rate:.1f}x** (target >= 20x); (a')/(c): {a2.rate / c.rate:.1f}x; "
               f"(b)/(c): {b.rate / c.rate:.1f}x")
+    ratios += "\n" + codec_line
     text = f"{summary}\n\n{table(results)}\n\n{ratios}\n"
     print(f"{MD_SECTION}\n\nCommand: `{cmd}`\n\n{text}")
     if args.write_md:
