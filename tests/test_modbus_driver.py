@@ -451,3 +451,16 @@ async def test_rtu_port_that_does_not_exist(tmp_path: Path) -> None:
     with pytest.raises(DeviceUnavailable, match="not connected"):
         await oven.read("default")
     await oven.close()
+
+
+async def test_emulator_rounds_fractional_values_of_integer_registers() -> None:
+    doc = tcp_device("p", free_port(), {"n": {"address": "hr:0", "type": "int16"},
+                                        "s": {"address": "hr:1", "type": "uint16", "scale": 0.1}})
+    devices, tags = load_devices(doc)
+    emu = ModbusEmulator([devices["p"].driver])
+    emu.set_value(tags["p.n"], -7.6)
+    emu.set_value(tags["p.s"], 12.34)                # raw 123.4 -> 123
+    assert emu.get_value(tags["p.n"]) == -8
+    assert emu.get_value(tags["p.s"]) == pytest.approx(12.3)
+    with pytest.raises(ValueError, match="outside the range of int16"):
+        emu.set_value(tags["p.n"], 40000)

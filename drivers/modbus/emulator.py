@@ -218,7 +218,11 @@ class ModbusEmulator(Emulator):
         return store.unit(unit_of(tag, default_unit)), tag.addr
 
     def set_value(self, tag: Tag, value: Any) -> None:
-        """Set the engineering value a tag reads as (encoded through the driver's codec)."""
+        """Set the engineering value a tag reads as (encoded through the driver's codec).
+
+        Integer registers hold the nearest integer of a fractional value, as a device would; a value
+        outside the raw type raises ValueError.
+        """
         mem, a = self._locate(tag)
         regs = mem.values[a.table]
         if a.type_code == T_COIL:
@@ -227,7 +231,10 @@ class ModbusEmulator(Emulator):
             mask = 1 << a.bit
             regs[a.offset] = (regs[a.offset] | mask) if value else (regs[a.offset] & ~mask & 0xFFFF)
         else:
-            words = codec.encode(a.type_code, int(a.order), tag.to_raw(value), a.length)
+            raw = tag.to_raw(value)
+            if tag.dtype.is_integer and isinstance(raw, float):
+                raw = round(raw)
+            words = codec.encode(a.type_code, int(a.order), raw, a.length)
             regs[a.offset:a.offset + len(words)] = array("H", words)
 
     def get_value(self, tag: Tag) -> Any:
