@@ -72,6 +72,7 @@ def set_fifo(priority: int) -> bool:
 
 
 def reset_sched() -> None:
+    """Back to normal scheduling for the calling thread (after a SCHED_FIFO run)."""
     try:
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     except OSError:
