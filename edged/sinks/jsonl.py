@@ -67,11 +67,57 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+class _LineEncoder:
+    """Encodes sample lines exactly as ``json.dumps`` would, with the per-second and per-tag parts cached.
+
+    The sink writes every sample it forwards, so this is per-value work: the timestamp's seconds
+    prefix changes once a second and a tag's ``"device": ..., "tag": ...`` part never changes.
+    """
+
+    def __init__(self) -> None:
+        self._sec = -1
+        self._prefix = ""
+        self._names: dict[tuple[str, str], str] = {}
+
+    def ts(self, ts_ns: int) -> str:
+        """The RFC 3339 timestamp of ``ts_ns`` (same text as :func:`rfc3339`)."""
+        us = ts_ns // 1000
+        sec = us // 1_000_000
+        if sec != self._sec:
+            self._sec = sec
+            self._prefix = (_EPOCH + dt.timedelta(seconds=sec)).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{us % 1_000_000:06d}Z"
+
+    def line(self, s: Sample) -> str:
+        """The JSON line of one sample."""
+        names = self._names.get((s.device, s.tag))
+        if names is None:
+            names = self._names[(s.device, s.tag)] = (
+                f'"device": {json.dumps(s.device, ensure_ascii=False)}, "tag": {json.dumps(s.tag, ensure_ascii=False)}')
+        v = s.value
+        t = type(v)
+        if v is None:
+            value = "null"
+        elif t is bool:
+            value = "true" if v else "false"
+        elif t is int:
+            value = int.__repr__(v)
+        elif t is float and math.isfinite(v):
+            value = float.__repr__(v)
+        else:
+            value = json.dumps(_json_value(v), ensure_ascii=False, default=str)
+        quality = QUALITY_LABELS.get(s.quality)
+        if quality is None:
+            quality = str(s.quality)
+        return f'{{"ts": "{self.ts(s.ts_ns)}", "ts_ns": {s.ts_ns}, {names}, "value": {value}, "quality": "{quality}"}}'
+
+
+_encoder = _LineEncoder()
+
+
 def sample_line(s: Sample) -> str:
     """The JSON line of one sample."""
-    return json.dumps({"ts": rfc3339(s.ts_ns), "ts_ns": s.ts_ns, "device": s.device, "tag": s.tag,
-                       "value": _json_value(s.value), "quality": QUALITY_LABELS.get(s.quality, str(s.quality))},
-                      ensure_ascii=False, default=str)
+    return _encoder.line(s)
 
 
 def gap_line(g: Gap) -> str:
