@@ -181,12 +181,15 @@ class _Registers:
         self.hr = [0] * 4
 
     def device_ids(self) -> list[int]:
+        """Unit ids served."""
         return [1]
 
     async def async_getValues(self, device_id: int, func_code: int, address: int, count: int = 1):  # noqa: N802
+        """Read registers (called by pymodbus)."""
         return self.hr[address:address + count]
 
     async def async_setValues(self, device_id: int, func_code: int, address: int, values: list[int]):  # noqa: N802
+        """Write registers (called by pymodbus)."""
         self.hr[address:address + len(values)] = [int(v) for v in values]
 
 
