@@ -356,6 +356,8 @@ class MqttSink(Sink):
             try:
                 await asyncio.gather(*flight.tasks)
             except Exception as exc:
+                for t in flight.tasks:
+                    t.cancel()  # the others of this batch wait for PUBACKs that can no longer come
                 self._count_retry(flight)
                 raise _Lost(_short_error(exc)) from exc
             self.spool.ack(flight.batch)
