@@ -265,3 +265,31 @@ def test_a_full_disk_drops_and_counts_new_samples_without_raising(tmp_path: Path
     assert gaps == st.dropped_total == 10 + big + 5 - len(got)
     assert got[:10] == list(range(10)) and got[-5:] == list(range(100_000, 100_005))
     sp.close()
+
+
+def test_overflow_with_two_sinks_reports_gaps_only_to_the_one_that_lost_data(tmp_path: Path) -> None:
+    sp = Spool.open(tmp_path, SpoolSpec(max_bytes=4096), ["fast", "slow"])
+    total = 0
+    fast: list[int] = []
+    for i in range(40):
+        sp.append(samples(i * 10, 10))
+        total += 10
+        fast += drain(sp, "fast")  # this sink keeps up
+    slow: list[int] = []
+    slow_gaps = 0
+    while (b := sp.take("slow", 1000)) is not None:
+        slow += [s.value for s in b.samples]
+        slow_gaps += sum(g.count for g in b.gaps)
+        sp.ack(b)
+    assert fast == list(range(total))
+    assert sp.stats().dropped_total == slow_gaps == total - len(slow) > 0
+    assert slow == list(range(total - len(slow), total))  # the newest survive for the slow sink
+    sp.close()
+
+
+def test_release_all_after_a_lost_connection(spool: Spool) -> None:
+    spool.append(samples(0, 9))
+    taken = [spool.take("a", 3) for _ in range(3)]
+    spool.ack(taken[0])
+    spool.release_all("a")
+    assert drain(spool, "a") == list(range(3, 9))
