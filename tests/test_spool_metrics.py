@@ -38,6 +38,8 @@ def test_spool_and_sink_metrics_have_values_and_pass_promtool(tmp_path: Path) ->
     assert get("edged_spool_sink_lag_samples", {"sink": "local"}) == st.depth_samples
     assert get("edged_spool_acked_samples_total", {"sink": "up"}) == 25
     assert get("edged_spool_oldest_sample_age_seconds") is not None
+    assert get("edged_spool_append_duration_seconds_count") == 30
+    assert get("edged_spool_append_duration_seconds_sum") > 0
     assert get("edged_sink_published_samples_total", {"sink": "up"}) == 25
     assert get("edged_sink_connected", {"sink": "up"}) == 1
     assert get("edged_sink_publish_latency_seconds_count", {"sink": "up"}) == 1

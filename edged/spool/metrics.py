@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -33,6 +33,10 @@ class SpoolCollector(Collector):
                                   value=st.dropped_total)
         yield CounterMetricFamily("edged_spool_gaps", "Gap records created for dropped samples.",
                                   value=st.gaps_total)
+        yield SummaryMetricFamily("edged_spool_append_duration_seconds",
+                                  "Time spent in Spool.append (encoding, SQLite commit and, with durability "
+                                  "\"batch\", the fsync); acquisition waits for it.",
+                                  count_value=st.appends_total, sum_value=st.append_seconds_total)
         lag = GaugeMetricFamily("edged_spool_sink_lag_samples", "Samples in the spool a sink has not acked.",
                                 labels=["sink"])
         acked = CounterMetricFamily("edged_spool_acked_samples", "Samples a sink acknowledged to the spool.",

@@ -90,6 +90,8 @@ class SpoolStats:
     chunks: int
     lag_samples: dict[str, int] = field(default_factory=dict)
     acked_total: dict[str, int] = field(default_factory=dict)
+    appends_total: int = 0
+    append_seconds_total: float = 0.0
 
 
 @dataclass(slots=True)
@@ -155,6 +157,8 @@ class Spool:
         self._appended_total = 0
         self._closed = False
         self._storage_failing = False
+        self._appends = 0
+        self._append_seconds = 0.0
 
     # -- opening and recovery -------------------------------------------------------------
     @classmethod
@@ -222,6 +226,14 @@ class Spool:
         """Store samples as one chunk; durable (per spec.durability) when this returns."""
         if not samples:
             return
+        t0 = time.perf_counter()
+        try:
+            self._append(samples)
+        finally:
+            self._appends += 1
+            self._append_seconds += time.perf_counter() - t0
+
+    def _append(self, samples: Sequence[Sample]) -> None:
         with self._lock:
             self._check_open()
             now = _now_ns()
@@ -548,6 +560,7 @@ class Spool:
                 appended_total=self._appended_total, chunks=len(self._chunks),
                 lag_samples={c.name: self._lag(c, top) for c in self._consumers.values()},
                 acked_total={c.name: c.acked_total for c in self._consumers.values()},
+                appends_total=self._appends, append_seconds_total=self._append_seconds,
             )
 
     def _lag(self, c: _Consumer, top: int) -> int:
