@@ -375,6 +375,7 @@ def write_md(run_text: str, cmd: str) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    """Start the servers, measure every mode in interleaved rounds, print (and optionally record) the table."""
     with tempfile.TemporaryDirectory(prefix="edged-bench-modbus-") as tmp:
         cell_path = make_cell(Path(tmp), args.tags, args.devices, args.groups)
         server = subprocess.Popen([sys.executable, __file__, "--serve", str(cell_path)], stdout=subprocess.PIPE,
@@ -444,6 +445,7 @@ running): compare ratios from one run, not absolute numbers across runs.
 
 
 def main() -> int:
+    """Command line: run the benchmark, or (internally) serve a cell's devices."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tags", type=int, default=1000)
     p.add_argument("--devices", type=int, default=4)
