@@ -59,6 +59,9 @@ class Link:
         except (TimeoutError, OSError) as exc:
             client.close()
             raise LinkDown(f"cannot open {self.name}: {exc or 'timeout'}") from None
+        except asyncio.CancelledError:
+            client.close()
+            raise
         if not ok:
             client.close()
             raise LinkDown(f"cannot open {self.name}")
