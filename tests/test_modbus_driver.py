@@ -361,6 +361,7 @@ async def test_rtu_line_shared_by_two_units_with_one_silent(tmp_path: Path) -> N
             assert by_name(await conveyor.read("default"))["speed"].value == 42
             emu.silence(2)
             for cycle in range(4):
+                before = emu.request_count()
                 emu.set_value(tags["oven.temp"], 100.0 + cycle)
                 # both devices poll concurrently, as their runners do; the line takes one request at a time
                 oven_r, conv_r = await asyncio.gather(oven.read("default"), conveyor.read("default"),
@@ -372,6 +373,8 @@ async def test_rtu_line_shared_by_two_units_with_one_silent(tmp_path: Path) -> N
                 await conveyor.connect()
                 await oven.write(tags["oven.setpoint"], cycle)   # the line still works for unit 1
                 assert emu.get_value(tags["oven.setpoint"]) == cycle
+                # the silent unit cost exactly one request (no retries): oven 2 reads + 1 write, conveyor 1
+                assert emu.request_count() - before == 4
             assert conveyor.stats.timeouts == 4 and oven.stats.timeouts == 0 and oven.stats.errors == {}
             emu.silence(2, False)
             assert by_name(await conveyor.read("default"))["speed"].value == 42

@@ -57,7 +57,13 @@ class Store:
         self.short: set[int] = set()
         self.delays: dict[int, float] = {}
         self.exceptions: dict[tuple[int, Table, int], int] = {}
-        self.requests = 0
+        self.requests = 0  # request PDUs received (answered or not), counted by trace_pdu
+
+    def trace_pdu(self, sending: bool, pdu: Any) -> Any:
+        """pymodbus PDU hook of this endpoint's server: counts the requests received."""
+        if not sending:
+            self.requests += 1
+        return pdu
 
     def unit(self, unit_id: int) -> UnitMemory:
         """The memory of a unit (created on first use)."""
@@ -69,7 +75,6 @@ class Store:
 
     def _enter(self, device_id: int, func_code: int, address: int, count: int
                ) -> tuple[UnitMemory, Table] | ExcCodes:
-        self.requests += 1
         if device_id in self.silent or device_id not in self.units:
             raise NoSuchIdException(f"unit {device_id} does not answer")
         table = _FC_TABLE.get(func_code)
@@ -155,7 +160,8 @@ class ModbusEmulator(Emulator):
         try:
             for key, store in self.stores.items():
                 if key[0] == "tcp":
-                    server = ModbusTcpServer(_placeholder(), address=(key[1], key[2]), ignore_missing_devices=True)
+                    server = ModbusTcpServer(_placeholder(), address=(key[1], key[2]), ignore_missing_devices=True,
+                                             trace_pdu=store.trace_pdu)
                 else:
                     ports = [d.settings.serial for d in self.drivers if d.settings.transport == "rtu"
                              and os.path.realpath(d.settings.serial.port) == key[1]]  # type: ignore[union-attr]
@@ -165,7 +171,8 @@ class ModbusEmulator(Emulator):
                             or await self._pty_pair(ser.port))
                     server = ModbusSerialServer(_placeholder(), framer=FramerType.RTU, port=peer,
                                                 baudrate=ser.baudrate, parity=ser.parity, bytesize=ser.bytesize,
-                                                stopbits=ser.stopbits, ignore_missing_devices=True)
+                                                stopbits=ser.stopbits, ignore_missing_devices=True,
+                                                trace_pdu=store.trace_pdu)
                 server.context = store  # our datastore: exact coverage, fault injection
                 await server.serve_forever(background=True)
                 self._servers.append(server)
@@ -275,7 +282,7 @@ class ModbusEmulator(Emulator):
                 s.exceptions.pop((unit_id, table, offset), None)
 
     def request_count(self) -> int:
-        """Requests that reached the datastores (answered or not)."""
+        """Request PDUs the servers received (answered or not)."""
         return sum(s.requests for s in self.stores.values())
 
 
