@@ -91,7 +91,8 @@ class Harness:
         """Cancel run(), close the sink and the spool."""
         if self.task is not None:
             self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+            done, _ = await asyncio.wait({self.task}, timeout=TIMEOUT)
+            assert done, "the sink did not stop when cancelled"
         await self.sink.close()
         self.spool.close()
 

@@ -113,6 +113,18 @@ def _metrics_for(registry: CollectorRegistry) -> _Metrics:
     return _METRICS[registry]
 
 
+def _check_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop but the request got lost on the way.
+
+    In Python 3.11 ``asyncio.wait_for`` (used by aiomqtt's publish and connect and by the spool's
+    wait) returns normally when the awaited future completes in the same instant as the task is
+    cancelled. The task's ``cancelling()`` count still shows the request, so every loop checks it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class _Reconnect(Exception):
     """End the session on purpose (the primary host went offline) and connect again at once."""
 
@@ -162,6 +174,7 @@ class SparkplugSink(Sink):
         delays = backoff_delays(self.conn.backoff_initial_s, self.conn.backoff_max_s)
         failing = False
         while True:
+            _check_cancelled()
             self._session_born = False
             try:
                 await self._session()
@@ -182,6 +195,7 @@ class SparkplugSink(Sink):
                 self._set_born(False)
                 self._birth_started = False
                 self.shared.connected.labels(self.name).set(0)
+            _check_cancelled()
             if self._session_born:  # a working session ended: start the backoff from the beginning
                 delays = backoff_delays(self.conn.backoff_initial_s, self.conn.backoff_max_s)
             await asyncio.sleep(next(delays))
@@ -205,16 +219,22 @@ class SparkplugSink(Sink):
             await client.subscribe([(t, 1) for t in topics])
             # commands of an earlier connection are dropped: a write must not arrive late and unexpected
             self._commands = asyncio.Queue(maxsize=COMMAND_QUEUE_MAX)
+            _check_cancelled()
+            # Three tasks supervised by hand (not a TaskGroup: in Python 3.11 a TaskGroup whose child
+            # fails leaves its parent marked as cancelling, which hides real stop requests).
+            tasks = [asyncio.create_task(self._receive(client), name=f"sink:{self.name}:receive"),
+                     asyncio.create_task(self._execute(), name=f"sink:{self.name}:commands"),
+                     asyncio.create_task(self._forward(client, bd_seq), name=f"sink:{self.name}:forward")]
             try:
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._receive(client))
-                    tg.create_task(self._execute())
-                    tg.create_task(self._forward(client, bd_seq))
-            except BaseExceptionGroup as eg:
-                first = _first_error(eg)
-                if isinstance(first, _Reconnect):
-                    await self._publish_death(client, bd_seq)
-                raise first from None
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)  # none ends while all is well
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.wait(tasks)
+            first = next((t.exception() for t in tasks if not t.cancelled() and t.exception() is not None), None)
+            if isinstance(first, _Reconnect):
+                await self._publish_death(client, bd_seq)
+            raise first or aiomqtt.MqttError("the MQTT session ended without an error")
 
     def _set_born(self, born: bool) -> None:
         self._born = born
@@ -225,6 +245,7 @@ class SparkplugSink(Sink):
         """Births (after the primary host is online), then DDATA batches from the spool, acked once written."""
         try:
             while True:
+                _check_cancelled()
                 if not self._host_online:
                     if self._born:
                         raise _Reconnect(f"primary host {self.spec.primary_host} went offline")
@@ -347,6 +368,7 @@ class SparkplugSink(Sink):
     async def _receive(self, client: aiomqtt.Client) -> None:
         state = state_topics(self.spec.primary_host) if self.spec.primary_host else []
         async for message in client.messages:
+            _check_cancelled()
             topic = message.topic.value
             payload = message.payload if isinstance(message.payload, bytes) else \
                 bytes(message.payload) if isinstance(message.payload, bytearray) else str(message.payload).encode()
@@ -384,6 +406,7 @@ class SparkplugSink(Sink):
     async def _execute(self) -> None:
         """Run commands one at a time, in arrival order (writes go through the CommandGate)."""
         while True:
+            _check_cancelled()
             cmd = await self._commands.get()
             if cmd.kind == "rebirth":
                 log.info("sink %s: rebirth requested by %s", self.name, cmd.source)
@@ -405,16 +428,6 @@ class SparkplugSink(Sink):
         """Nothing left to release: run() publishes NDEATH and disconnects when it is cancelled."""
         self._set_born(False)
         self.shared.connected.labels(self.name).set(0)
-
-
-def _first_error(eg: BaseExceptionGroup) -> BaseException:
-    """The exception that ended a session's task group (not the cancellations it caused)."""
-    for exc in eg.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_error(exc)
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return eg.exceptions[0]
 
 
 def parse_state(payload: bytes) -> tuple[bool, int | None] | None:
