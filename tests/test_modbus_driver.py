@@ -467,3 +467,18 @@ async def test_emulator_rounds_fractional_values_of_integer_registers() -> None:
     assert emu.get_value(tags["p.s"]) == pytest.approx(12.3)
     with pytest.raises(ValueError, match="outside the range of int16"):
         emu.set_value(tags["p.n"], 40000)
+
+
+@pytest.mark.parametrize("baudrate,parity,bytesize,stopbits,gap_ms", [
+    (9600, "E", 8, 1, 3.5 * 11 / 9.6),
+    (9600, "N", 8, 1, 3.5 * 10 / 9.6),
+    (19200, "N", 8, 2, 3.5 * 11 / 19.2),
+    (1200, "O", 7, 1, 3.5 * 10 / 1.2),
+    (38400, "E", 8, 1, 1.75),
+    (115200, "N", 8, 1, 1.75),
+])
+def test_rtu_inter_frame_gap(baudrate: int, parity: str, bytesize: int, stopbits: int, gap_ms: float) -> None:
+    from edged.drivers.modbus.line import SerialSettings, frame_gap_s
+
+    settings = SerialSettings("/dev/ttyS0", baudrate, parity, bytesize, stopbits)
+    assert frame_gap_s(settings) * 1000 == pytest.approx(gap_ms)

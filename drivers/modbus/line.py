@@ -161,6 +161,18 @@ class SerialLine(Link):
         self.settings = settings
         self.users: set[int] = set()
         self.loop = asyncio.get_running_loop()
+        self.gap_s = frame_gap_s(settings)
+        self._quiet_at = 0.0
+
+    async def call(self, method: str, timeout_s: float, **kwargs: Any) -> Any:
+        """One request, sent no sooner than the inter-frame gap after the previous one ended."""
+        wait = self._quiet_at - self.loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            return await super().call(method, timeout_s, **kwargs)
+        finally:
+            self._quiet_at = self.loop.time() + self.gap_s
 
     def _make_client(self, timeout_s: float) -> Any:
         s = self.settings
@@ -169,6 +181,18 @@ class SerialLine(Link):
             name=self.name, retries=0, reconnect_delay=0,
             timeout=max(_PYMODBUS_TIMEOUT_MIN_S, timeout_s * _PYMODBUS_TIMEOUT_FACTOR),
             trace_connect=self._on_connect)
+
+
+def frame_gap_s(settings: SerialSettings) -> float:
+    """The RTU silent interval between frames: 3.5 characters, fixed at 1.75 ms above 19200 baud.
+
+    A character is 1 start bit + data bits + parity bit + stop bits (11 bits for 8E1, 10 for 8N1),
+    as in the Modbus over serial line specification, section 2.5.1.1.
+    """
+    if settings.baudrate > 19200:
+        return 0.00175
+    bits = 1 + settings.bytesize + (0 if settings.parity == "N" else 1) + settings.stopbits
+    return 3.5 * bits / settings.baudrate
 
 
 _LINES: dict[str, SerialLine] = {}
