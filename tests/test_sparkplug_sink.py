@@ -402,6 +402,24 @@ async def test_control_outputs_and_unknown_keys_are_declared_by_a_rebirth_then_s
             await h.stop()
 
 
+async def test_a_stop_request_that_wait_for_swallowed_is_still_honoured() -> None:
+    from edged.sinks.sparkplug import _check_cancelled
+
+    fut = asyncio.get_running_loop().create_future()
+
+    async def loop_like_the_sink() -> None:
+        await asyncio.wait_for(fut, TIMEOUT)  # Python 3.11 returns the result although cancelled
+        _check_cancelled()
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(loop_like_the_sink())
+    await asyncio.sleep(0)  # the task now waits inside wait_for
+    fut.set_result(1)  # the awaited future completes ...
+    task.cancel()  # ... in the same instant as the stop request
+    done, _ = await asyncio.wait({task}, timeout=TIMEOUT)
+    assert done and task.cancelled()
+
+
 def test_state_payloads() -> None:
     assert parse_state(b"ONLINE") == (True, None)
     assert parse_state(b"OFFLINE") == (False, None)
