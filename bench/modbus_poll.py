@@ -400,7 +400,10 @@ async def run(args: argparse.Namespace) -> int:
             for n in range(args.rounds):      # interleaved, so a burst of load elsewhere hits every mode
                 for key in keys:
                     print(f"round {n + 1}/{args.rounds}: measuring ({key}) ...", file=sys.stderr, flush=True)
-                    rounds[key].append(await modes[key]())
+                    try:
+                        rounds[key].append(await asyncio.wait_for(modes[key](), timeout=args.seconds + 120))
+                    except asyncio.TimeoutError:
+                        raise RuntimeError(f"mode ({key}) did not finish within {args.seconds + 120:g} s") from None
             results = [median(rounds[k]) for k in keys]
             codec_line = codec_micro(cell_path)
         finally:
