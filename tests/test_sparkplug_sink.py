@@ -402,6 +402,23 @@ async def test_control_outputs_and_unknown_keys_are_declared_by_a_rebirth_then_s
             await h.stop()
 
 
+async def test_commands_false_refuses_every_write_but_rebirth_still_works(tmp_path: Path, mosquitto: Broker) -> None:
+    h = Harness(tmp_path, mosquitto, commands=False)
+    h.scan("press1.setpoint", 100)
+    with Collector(mosquitto, "spBv1.0/#", client_id="sp-nocmd") as col:
+        h.start()
+        try:
+            await until(col, lambda m: len(of(m, "DBIRTH")) == 2, "births")
+            publish(mosquitto, "spBv1.0/plant/DCMD/cell1/press1", encode_command([("setpoint", None, INT16, 200)]))
+            publish(mosquitto, "spBv1.0/plant/NCMD/cell1", encode_command([(None, 1, BOOLEAN, True)]))  # by alias
+            await until(col, lambda m: len(of(m, "NBIRTH")) == 2, "rebirth")
+            await until_true(lambda: h.metric("edged_commands_total", result="refused", reason="disabled") == 1,
+                             "the write refused")
+            assert h.writes == [] and h.device["press1.setpoint"] == 100
+        finally:
+            await h.stop()
+
+
 async def test_a_stop_request_that_wait_for_swallowed_is_still_honoured() -> None:
     from edged.sinks.sparkplug import _check_cancelled
 
