@@ -245,7 +245,7 @@ async def test_timeout_drops_the_connection_and_the_next_read_is_fresh() -> None
         emu.set_value(tag, 1)
         await drv.connect()
         assert (await drv.read("default"))[0].value == 1
-        emu.delay(1, 1.0)                      # the device samples 1 now but answers after 1 s
+        emu.delay(1, 2.0)                      # the device samples 1 now but answers after 2 s
         with pytest.raises(DeviceUnavailable, match="no response within 0.3 s"):
             await drv.read("default")
         assert drv.stats.timeouts == 1 and drv.stats.errors == {"timeout": 1}
@@ -256,7 +256,7 @@ async def test_timeout_drops_the_connection_and_the_next_read_is_fresh() -> None
         await drv.close()
         await drv.connect()
         assert drv.stats.reconnects == 1
-        for _ in range(3):                     # never the late answer (1): the new connection only sees 2
+        for _ in range(6):                     # never the late answer (1): the new connection only sees 2
             assert (await drv.read("default"))[0].value == 2
             await asyncio.sleep(0.5)
     finally:
