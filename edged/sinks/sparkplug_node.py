@@ -368,14 +368,18 @@ class EdgeNode:
         return [self._device_command(m, device, source) for m in msg.metrics]
 
     def _node_command(self, m: Any, source: str) -> Command:
-        name = m.name if m.HasField("name") else ("" if not m.HasField("alias") else f"alias {m.alias}")
-        if m.name == REBIRTH or (not m.HasField("name") and m.HasField("alias") and m.alias == REBIRTH_ALIAS):
-            if sp.get_value(m, SpType.Boolean) is True:
-                return Command("rebirth", source, REBIRTH)
+        if m.HasField("name") and m.name:
+            label, is_rebirth = m.name, m.name == REBIRTH
+        elif m.HasField("alias"):
+            label, is_rebirth = f"alias {m.alias}", m.alias == REBIRTH_ALIAS
+        else:
+            label, is_rebirth = "(unnamed)", False
+        if not is_rebirth:
+            return Command("refused", source, label, reason="unsupported node command", code="unsupported")
+        if sp.get_value(m, SpType.Boolean) is not True:
             return Command("refused", source, REBIRTH, reason="Node Control/Rebirth needs the value true",
                            code="invalid_value")
-        return Command("refused", source, name or "(unnamed)", reason="unsupported node command",
-                       code="unsupported")
+        return Command("rebirth", source, REBIRTH)
 
     def _device_command(self, m: Any, device: str, source: str) -> Command:
         tag: Tag | None = None
