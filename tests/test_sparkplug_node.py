@@ -112,6 +112,9 @@ def test_commands_resolve_names_and_aliases_and_refuse_the_rest() -> None:
     cmds = node.parse_command("spBv1.0/g/NCMD/n", encode_command([(None, 1, BOOLEAN, True),
                                                                  ("Node Control/Reboot", None, BOOLEAN, True)]))
     assert [c.kind for c in cmds] == ["rebirth", "refused"]
+    (no,) = node.parse_command("spBv1.0/g/NCMD/n", encode_command([("Node Control/Rebirth", None, BOOLEAN, False)]))
+    assert (no.kind, no.code) == ("refused", "invalid_value")
+    assert node.parse_command("spBv1.0/g/NCMD/other", b"")[0].code == "unknown_device"  # not our node
     cmds = node.parse_command("spBv1.0/g/DCMD/n/press1", encode_command([
         ("setpoint", None, INT16, -20), (None, TAG_ALIAS_BASE + 2, INT16, 33), ("nope", None, INT16, 1),
         (None, TAG_ALIAS_BASE + 4, BOOLEAN, True)]))  # alias of robot.enable on press1: refused
