@@ -414,7 +414,14 @@ async def test_rtu_emulator_makes_its_own_pty_pair(tmp_path: Path) -> None:
     finally:
         await drivers["oven"].close()
         await emu.stop()
-    assert not os.path.exists(port)
+    assert not os.path.lexists(port) and not os.path.lexists(port + ".emu")
+    await emu.start()                              # and again, as `edged demo` restarts do
+    try:
+        await drivers["oven"].connect()
+        assert by_name(await drivers["oven"].read("default"))["temp"].value == pytest.approx(-12.5)
+    finally:
+        await drivers["oven"].close()
+        await emu.stop()
 
 
 async def test_a_cancellation_swallowed_inside_pymodbus_is_honoured() -> None:

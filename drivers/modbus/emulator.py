@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from array import array
 from typing import Any
 
@@ -140,7 +141,7 @@ class ModbusEmulator(Emulator):
         self.stores: dict[Any, Store] = {}
         self._where: dict[str, tuple[Store, int]] = {}  # device name -> (store, default unit)
         self._servers: list[Any] = []
-        self._socats: list[subprocess.Popen[bytes]] = []
+        self._socats: list[tuple[subprocess.Popen[bytes], tuple[str, str]]] = []
         for drv in self.drivers:
             s = drv.settings
             key: Any = (("tcp", s.host, s.port) if s.transport == "tcp"
@@ -191,14 +192,15 @@ class ModbusEmulator(Emulator):
                 raise RuntimeError(f"cannot emulate serial port {path}: it exists already")
         proc = subprocess.Popen([socat, f"pty,raw,echo=0,link={port}", f"pty,raw,echo=0,link={peer}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._socats.append(proc)
-        for _ in range(500):
-            if os.path.exists(port) and os.path.exists(peer):
-                return peer
+        self._socats.append((proc, (port, peer)))
+        deadline = time.monotonic() + 30.0
+        while not (os.path.exists(port) and os.path.exists(peer)):
             if proc.poll() is not None:
                 raise RuntimeError(f"socat exited with {proc.returncode} making a pty pair for {port}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"socat made no pty pair for {port} within 30 s")
             await asyncio.sleep(0.01)
-        raise RuntimeError(f"socat made no pty pair for {port} within 5 s")
+        return peer
 
     async def stop(self) -> None:
         """Stop every server and pty pair."""
@@ -209,13 +211,17 @@ class ModbusEmulator(Emulator):
             except Exception as exc:  # stopping must release everything else too
                 log.debug("emulator: shutdown failed: %r", exc)
         socats, self._socats = self._socats, []
-        for proc in socats:
+        for proc, links in socats:
             proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + 5.0
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            for link in links:  # socat removes them when it ends normally; never leave them behind
+                if os.path.islink(link):
+                    os.unlink(link)
 
     # -- values -----------------------------------------------------------------------------
     def _locate(self, tag: Tag) -> tuple[UnitMemory, ModbusAddress]:
