@@ -415,7 +415,7 @@ async def test_rtu_emulator_makes_its_own_pty_pair(tmp_path: Path) -> None:
         await drivers["oven"].close()
         await emu.stop()
     assert not os.path.lexists(port) and not os.path.lexists(port + ".emu")
-    await emu.start()                              # and again, as `edged demo` restarts do
+    await emu.start()                              # an emulator can be started again after stop()
     try:
         await drivers["oven"].connect()
         assert by_name(await drivers["oven"].read("default"))["temp"].value == pytest.approx(-12.5)
