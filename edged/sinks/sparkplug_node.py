@@ -164,12 +164,14 @@ class EdgeNode:
                  max_metrics_per_message: int = 500) -> None:
         self.topics = Topics(group_id, edge_node_id)
         self.max_metrics = max_metrics_per_message
-        self.tags: dict[str, Tag] = {t.key: t for t in tags}
+        self.tags: dict[str, Tag] = {}
         self.devices: dict[str, list[Tag]] = {}
-        for t in sorted(self.tags.values(), key=lambda t: t.slot):
-            self.devices.setdefault(t.device, []).append(t)
-        self.types: dict[str, SpType] = {k: sp.sparkplug_type(t) for k, t in self.tags.items()}
-        self.by_alias: dict[int, Tag] = {self.alias(t): t for t in self.tags.values()}
+        self.types: dict[str, SpType] = {}
+        self.by_alias: dict[int, Tag] = {}
+        # (device, tag name) -> (tag, alias, datatype, value encoder): the per-sample lookup of data()
+        self._meta: dict[tuple[str, str], tuple[Tag, int, SpType, sp.Encoder]] = {}
+        for t in sorted(tags, key=lambda t: t.slot):
+            self._register(t)
         self.bd_seq: int | None = None
         self.birth_ns: int | None = None
         self._seq = 0
@@ -197,13 +199,18 @@ class EdgeNode:
                 continue
             tag = Tag(s.device, s.tag, "", _infer_type(s.value), "", None, slot=self._next_slot)
             self._next_slot += 1
-            self.tags[key] = tag
-            self.devices.setdefault(s.device, []).append(tag)
-            self.types[key] = sp.sparkplug_type(tag)
-            self.by_alias[self.alias(tag)] = tag
+            self._register(tag)
             self.learned[key] = (s.value, s.quality, s.ts_ns)
             new.append(key)
         return new
+
+    def _register(self, tag: Tag) -> None:
+        sp_type = sp.sparkplug_type(tag)
+        self.tags[tag.key] = tag
+        self.devices.setdefault(tag.device, []).append(tag)
+        self.types[tag.key] = sp_type
+        self.by_alias[self.alias(tag)] = tag
+        self._meta[(tag.device, tag.name)] = (tag, self.alias(tag), sp_type, sp.encoder(sp_type))
 
     @staticmethod
     def alias(tag: Tag) -> int:
@@ -273,15 +280,19 @@ class EdgeNode:
         try:
             sp.set_value(m, self.types[tag.key], value)
         except sp.EncodeError as exc:
-            if tag.key not in self._encode_warned:  # once per metric: no log flood from a stream of them
-                self._encode_warned.add(tag.key)
-                log.warning("%s: cannot encode value as %s (%s); sent as null (logged once per metric)", tag.key,
-                            self.types[tag.key].name, exc)
-            m.is_null = True
+            self._unencodable(m, tag, exc)
             quality, ok = 2, False
         if quality:
             sp.add_quality(m, quality)
         return ok
+
+    def _unencodable(self, m: Any, tag: Tag, exc: Exception) -> None:
+        """Send a value that does not fit its datatype as null, warning once per metric (no log flood)."""
+        if tag.key not in self._encode_warned:
+            self._encode_warned.add(tag.key)
+            log.warning("%s: cannot encode value as %s (%s); sent as null (logged once per metric)", tag.key,
+                        self.types[tag.key].name, exc)
+        m.is_null = True
 
     def node_data(self, node_values: dict[str, Any], now_ns: int | None = None) -> Outgoing | None:
         """NDATA with the node info metrics that changed since they were last sent, or None."""
@@ -312,32 +323,42 @@ class EdgeNode:
         if self.birth_ns is None:
             raise RuntimeError("data() before births()")
         stats = DataStats()
-        per_device: dict[str, list[Sample]] = {}
+        meta = self._meta
+        per_device: dict[str, list[tuple[Sample, tuple[Tag, int, SpType, sp.Encoder]]]] = {}
         for s in samples:
-            key = f"{s.device}.{s.tag}"
-            if key not in self.tags:
+            info = meta.get((s.device, s.tag))
+            if info is None:
                 stats.unknown += 1
-                stats.unknown_keys.add(key)
+                stats.unknown_keys.add(f"{s.device}.{s.tag}")
                 continue
-            per_device.setdefault(s.device, []).append(s)
+            per_device.setdefault(s.device, []).append((s, info))
+        birth_ns = self.birth_ns
         now_ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
         out: list[Outgoing] = []
         for device, rows in per_device.items():
             for start in range(0, len(rows), self.max_metrics):
-                msg = sp.Payload()
-                msg.timestamp = now_ms
-                for s in rows[start:start + self.max_metrics]:
-                    tag = self.tags[f"{s.device}.{s.tag}"]
-                    m = msg.metrics.add()
-                    m.alias, m.timestamp = self.alias(tag), s.ts_ns // 1_000_000
-                    m.datatype = self.types[tag.key]
-                    if s.ts_ns < self.birth_ns:
-                        m.is_historical = True
+                msg = sp.Payload(timestamp=now_ms)
+                add = msg.metrics.add
+                for s, (tag, alias, sp_type, encode) in rows[start:start + self.max_metrics]:
+                    if s.ts_ns < birth_ns:
+                        m = add(alias=alias, timestamp=s.ts_ns // 1_000_000, datatype=sp_type, is_historical=True)
                         stats.historical += 1
                     else:
+                        m = add(alias=alias, timestamp=s.ts_ns // 1_000_000, datatype=sp_type)
                         stats.live += 1
-                    if not self._fill(m, tag, s.value, s.quality):
-                        stats.unencodable += 1
+                    quality = s.quality
+                    if s.value is None:
+                        m.is_null = True
+                    else:
+                        try:
+                            field, wire = encode(s.value)
+                            setattr(m, field, wire)
+                        except sp.EncodeError as exc:
+                            self._unencodable(m, tag, exc)
+                            stats.unencodable += 1
+                            quality = 2
+                    if quality:
+                        sp.add_quality(m, quality)
                 msg.seq = self._next_seq()
                 out.append(Outgoing(self.topics.device("DDATA", device), msg.SerializeToString(), "DDATA",
                                     msg.seq, len(msg.metrics)))

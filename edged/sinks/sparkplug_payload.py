@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import math
 import struct
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
@@ -228,22 +228,48 @@ def set_value(metric: Any, sp_type: SpType, value: Any) -> None:
     if value is None:
         metric.is_null = True
         return
-    if sp_type is SpType.Boolean:
-        if not isinstance(value, (bool, int)) or (not isinstance(value, bool) and value not in (0, 1)):
-            raise EncodeError(f"expected a boolean, found {value!r}")
-        metric.boolean_value = bool(value)
-    elif sp_type in _WIDTH:
-        setattr(metric, _INT_FIELD[sp_type], encode_int(sp_type, value))
-    elif sp_type is SpType.Float:
-        metric.float_value = _float(value)
-    elif sp_type is SpType.Double:
-        metric.double_value = _float(value)
-    elif sp_type in (SpType.String, SpType.Text):
-        if not isinstance(value, str):
-            raise EncodeError(f"expected a string, found {value!r}")
-        metric.string_value = value
-    else:
-        raise EncodeError(f"datatype {sp_type.name} is not supported by edged")
+    field, wire = encoder(sp_type)(value)
+    setattr(metric, field, wire)
+
+
+Encoder = Callable[[Any], tuple[str, Any]]
+
+
+def encoder(sp_type: SpType) -> Encoder:
+    """The function turning a (non-None) value into ``(oneof field name, wire value)`` for a datatype."""
+    try:
+        return _ENCODERS[sp_type]
+    except KeyError:
+        raise EncodeError(f"datatype {sp_type.name} is not supported by edged") from None
+
+
+def _enc_bool(value: Any) -> tuple[str, Any]:
+    if isinstance(value, bool):
+        return "boolean_value", value
+    if isinstance(value, int) and value in (0, 1):
+        return "boolean_value", bool(value)
+    raise EncodeError(f"expected a boolean, found {value!r}")
+
+
+def _enc_string(value: Any) -> tuple[str, Any]:
+    if not isinstance(value, str):
+        raise EncodeError(f"expected a string, found {value!r}")
+    return "string_value", value
+
+
+def _enc_int(sp_type: SpType) -> Encoder:
+    field = _INT_FIELD[sp_type]
+    return lambda value: (field, encode_int(sp_type, value))
+
+
+_ENCODERS: dict[SpType, Encoder] = {
+    SpType.Boolean: _enc_bool,
+    SpType.Float: lambda value: ("float_value", _float(value)),
+    SpType.Double: lambda value: ("double_value", _float(value)),
+    SpType.String: _enc_string,
+    SpType.Text: _enc_string,
+    **{t: _enc_int(t) for t in _WIDTH},
+}
 
 
 def _float(value: Any) -> float:
