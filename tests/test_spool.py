@@ -293,3 +293,17 @@ def test_release_all_after_a_lost_connection(spool: Spool) -> None:
     spool.ack(taken[0])
     spool.release_all("a")
     assert drain(spool, "a") == list(range(3, 9))
+
+
+def test_sustained_loss_is_logged_once_not_per_append(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sp = Spool.open(tmp_path, SpoolSpec(max_bytes=2048, overflow="drop_newest"), ["a"])
+    with caplog.at_level("WARNING", logger="edged.spool"):
+        for i in range(200):
+            sp.append(samples(i * 10, 10))
+            b = sp.take("a", 1)  # a sink that keeps taking (and so un-merging) gap records
+            if b is not None:
+                sp.ack(b)
+    lost = [r for r in caplog.records if "lost for sink" in r.getMessage()]
+    assert len(lost) == 1, [r.getMessage() for r in lost]
+    assert sp.stats().dropped_total > 1000
+    sp.close()

@@ -32,6 +32,7 @@ DB_NAME = "spool.db"
 FORMAT_VERSION = 1
 ACK_FLUSH_INTERVAL_S = 0.5
 MAX_GAPS_PER_BATCH = 100
+LOSS_LOG_INTERVAL_S = 60.0
 _now_ns = time.time_ns  # wall clock of append times (replaceable in tests)
 
 _SCHEMA = """
@@ -159,6 +160,8 @@ class Spool:
         self._storage_failing = False
         self._appends = 0
         self._append_seconds = 0.0
+        self._loss_logged_at: dict[str, float] = {}
+        self._loss_unlogged: dict[str, int] = {}
 
     # -- opening and recovery -------------------------------------------------------------
     @classmethod
@@ -345,8 +348,18 @@ class Spool:
             self._gaps_total += 1
             self._pending.append(("INSERT INTO gap VALUES(?, ?, ?, ?, ?, ?)",
                                   (row.id, c.name, device, start, end, count)))
-            log.warning("spool: %d sample(s) of device %r lost for sink %r (spool full or too old)",
-                        count, device, c.name)
+        self._report_loss(c, sum(g[2] for g in per_device.values()))
+
+    def _report_loss(self, c: _Consumer, count: int) -> None:
+        """Log lost samples at once, then at most every LOSS_LOG_INTERVAL_S per sink (no log floods)."""
+        now = time.monotonic()
+        pending = self._loss_unlogged.get(c.name, 0) + count
+        if now - self._loss_logged_at.get(c.name, -LOSS_LOG_INTERVAL_S) >= LOSS_LOG_INTERVAL_S:
+            log.warning("spool: %d sample(s) lost for sink %r (spool full or too old); counted in "
+                        "edged_spool_dropped_samples_total and reported upstream as gaps", pending, c.name)
+            self._loss_logged_at[c.name] = now
+            pending = 0
+        self._loss_unlogged[c.name] = pending
 
     # -- consuming -----------------------------------------------------------------------------
     def take(self, consumer: str, max_samples: int) -> SpoolBatch | None:
