@@ -167,7 +167,7 @@ class Client(aiomqtt.Client):
         if enter in done:
             try:
                 return enter.result()  # type: ignore[return-value]
-            except BaseException as exc:
+            except Exception as exc:
                 cause: BaseException = exc
                 if self._early_drop.done() and self._early_drop.exception() is not None:
                     cause = self._early_drop.exception()  # type: ignore[assignment]
