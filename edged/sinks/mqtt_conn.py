@@ -14,10 +14,9 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import aiomqtt
-import paho.mqtt.client as paho
 
 from edged.schema import Section
 
@@ -277,7 +276,7 @@ def describe_connect_error(exc: BaseException) -> str:
     return f"{type(first).__name__}: {first}" if str(first) else type(first).__name__
 
 
-def backoff_delays(initial_s: float, max_s: float):  # noqa: ANN201
+def backoff_delays(initial_s: float, max_s: float) -> Iterator[float]:
     """Yield reconnect delays: exponential from initial_s up to max_s, with +-25% jitter."""
     delay = initial_s
     while True:
@@ -286,4 +285,4 @@ def backoff_delays(initial_s: float, max_s: float):  # noqa: ANN201
 
 
 __all__ = ["MqttConnection", "parse_connection", "make_client", "describe_connect_error", "ConnectFailed",
-           "backoff_delays", "paho"]
+           "backoff_delays"]
