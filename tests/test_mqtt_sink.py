@@ -220,6 +220,18 @@ async def test_username_and_password_from_a_file_or_the_environment(tmp_path: Pa
         broker.stop()
 
 
+async def test_mqtt_5_with_a_persistent_session(tmp_path: Path, mosquitto: Broker, spool: Spool) -> None:
+    col = Collector(mosquitto, ["line3/#"], client_id="col-v5").start()
+    sink = make_sink(tmp_path, mosquitto, spool)
+    sink.spec.conn.protocol = "5"
+    task = asyncio.create_task(sink.run())
+    spool.append(batch(0, 100))
+    assert await until(lambda: spool.stats().depth_samples == 0, timeout=30), sink.last_error
+    await stop(sink, task)
+    assert col.wait_for(lambda ms: counters(col) == list(range(100)), timeout=20)
+    col.stop()
+
+
 def test_match_topic() -> None:
     assert match_topic("{cell}/cmd/{device}/{tag}", "line3", "line3/cmd/press1/sp") == ("press1", "sp")
     assert match_topic("{cell}/cmd/{device}/{tag}", "line3", "other/cmd/press1/sp") is None
