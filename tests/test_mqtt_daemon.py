@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import signal
 import sqlite3
+import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -133,6 +135,19 @@ class explained:
         if isinstance(exc, AssertionError):
             lines = [x for x in self.d.err if "edged.spool:" not in x] + self.d.err[-5:]
             raise AssertionError(f"{exc}\n--- edged log (tail) ---\n" + "\n".join(lines[-60:])) from None
+
+
+def promtool_check(exposition: str) -> None:
+    """`promtool check metrics` accepts the daemon's exposition (skipped without promtool)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        return
+    proc = subprocess.run([promtool, "check", "metrics"], input=exposition.encode(), capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    for name in ("edged_spool_depth_samples", "edged_spool_bytes", "edged_spool_oldest_sample_age_seconds",
+                 "edged_spool_dropped_samples_total", "edged_sink_published_samples_total",
+                 "edged_sink_connected", "edged_sink_publish_latency_seconds_count"):
+        assert name in exposition, name
 
 
 def start_daemon(cell: Path, tmp_path: Path) -> Proc:
@@ -259,7 +274,9 @@ def test_tiny_spool_overflow_dropped_equals_missing(tmp_path: Path, mosquitto: B
                        and metric(scrape(url), "edged_sink_connected", sink="up") == 1.0, 120,
                        what="the spool draining")
             eventually(lambda: gap_total(col) > 0, 60, what="gap messages upstream")
-            dropped = metric(scrape(url), "edged_spool_dropped_samples_total")
+            exposition = scrape(url)
+            dropped = metric(exposition, "edged_spool_dropped_samples_total")
+            promtool_check(exposition)
         finally:
             assert d.stop(signal.SIGTERM, timeout=60) == 0, d.stderr
     _, pending, pending_gaps = spool_contents(tmp_path / "state")
