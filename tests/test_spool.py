@@ -307,3 +307,26 @@ def test_sustained_loss_is_logged_once_not_per_append(tmp_path: Path, caplog: py
     assert len(lost) == 1, [r.getMessage() for r in lost]
     assert sp.stats().dropped_total > 1000
     sp.close()
+
+
+def test_a_corrupt_spool_file_is_moved_aside_and_acquisition_goes_on(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "spool.db").write_bytes(b"this is not an SQLite database, a disk block went bad" * 100)
+    with caplog.at_level("ERROR", logger="edged.spool"):
+        sp = Spool.open(tmp_path, SpoolSpec(), ["a"])
+    sp.append(samples(0, 3))
+    assert drain(sp, "a") == [0, 1, 2]
+    sp.close()
+    aside = [p.name for p in tmp_path.iterdir() if p.name.startswith("spool.db.corrupt-")]
+    assert len(aside) == 1
+    assert any("is corrupt" in r.getMessage() for r in caplog.records)
+
+
+def test_a_spool_from_a_newer_format_is_refused_not_overwritten(tmp_path: Path) -> None:
+    sp = Spool.open(tmp_path, SpoolSpec(), ["a"])
+    sp.append(samples(0, 3))
+    sp._db.execute("UPDATE meta SET value=99 WHERE key='format'")
+    sp.close()
+    with pytest.raises(SpoolError, match="spool format 99 is not supported"):
+        Spool.open(tmp_path, SpoolSpec(), ["a"])
+    assert not [p for p in tmp_path.iterdir() if "corrupt" in p.name]

@@ -166,12 +166,35 @@ class Spool:
     # -- opening and recovery -------------------------------------------------------------
     @classmethod
     def open(cls, directory: Path, spec: SpoolSpec, consumers: list[str]) -> "Spool":
-        """Create the spool in ``directory`` or recover it (after a crash or kill -9) for these consumers."""
+        """Create the spool in ``directory`` or recover it (after a crash or kill -9) for these consumers.
+
+        A file SQLite reports as corrupt is moved aside (``spool.db.corrupt-<time>``, kept for
+        inspection) and a new spool is started, so a damaged disk block cannot stop acquisition.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / DB_NAME
         try:
-            db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            return cls._open(directory, path, spec, consumers)
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+                raise SpoolError(f"{path}: cannot open the spool: {exc}") from exc
+            aside = path.with_name(f"{DB_NAME}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            log.error("spool: %s is corrupt (%s); moved to %s and starting an empty spool: the samples it held "
+                      "were not forwarded", path, exc, aside.name)
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(path) + suffix)
+                if src.exists():
+                    src.rename(Path(str(aside) + suffix))
+            try:
+                return cls._open(directory, path, spec, consumers)
+            except sqlite3.DatabaseError as exc2:
+                raise SpoolError(f"{path}: cannot open the spool: {exc2}") from exc2
+
+    @classmethod
+    def _open(cls, directory: Path, path: Path, spec: SpoolSpec, consumers: list[str]) -> "Spool":
+        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if spec.durability == 'batch' else 'NORMAL'}")
             db.execute("PRAGMA journal_size_limit=16777216")
@@ -180,11 +203,13 @@ class Spool:
             if row is None:
                 db.execute("INSERT INTO meta VALUES('format', ?)", (FORMAT_VERSION,))
             elif row[0] != FORMAT_VERSION:
-                raise SpoolError(f"{path}: spool format {row[0]} is not supported (expected {FORMAT_VERSION})")
-        except sqlite3.DatabaseError as exc:
-            raise SpoolError(f"{path}: cannot open the spool: {exc}") from exc
-        spool = cls(directory, spec, db)
-        spool._recover(consumers)
+                raise SpoolError(f"{path}: spool format {row[0]} is not supported by this edged (it reads format "
+                                 f"{FORMAT_VERSION}); move the file aside to start an empty spool")
+            spool = cls(directory, spec, db)
+            spool._recover(consumers)
+        except BaseException:
+            db.close()
+            raise
         return spool
 
     def _recover(self, names: list[str]) -> None:
