@@ -57,6 +57,7 @@ def test_addresses_and_their_types(tmp_path: Path, address: str, extra: str, dty
     ("sine:x:5", "", "expected a number for AMPLITUDE, found 'x'"),
     ("counter", "type = 'float64'", "expected an integer type for a counter, found type 'float64'"),
     ("counter:abc", "", "expected an integer START, found 'abc'"),
+    ("counter:70000", "type = 'uint16'", "expected a START within uint16 [0, 65535], found 70000"),
     ("square:1", "type = 'string'", "expected type bool or an integer type for a square wave"),
     ("constant:300", "type = 'uint8'", "expected a constant within uint8 [0, 255], found 300"),
     ("random:0:1", "type = 'bool'", "expected a numeric type for random, found type 'bool'"),
@@ -80,6 +81,14 @@ async def test_counter_increments_per_read_and_later_runs_start_higher(tmp_path:
     assert all(r[0].quality == 0 and r[0].ts_ns > 0 for r in first)
     again = cell_with(tmp_path, tag("n", "counter"), "again.toml").devices["sim1"].driver
     assert (await again.read("default"))[0].value > n[-1]
+
+
+async def test_narrow_counters_start_at_zero_and_wrap(tmp_path: Path) -> None:
+    cell = cell_with(tmp_path, tag("w", "counter:254", "type = 'uint8'") + tag("z", "counter", "type = 'int16'"))
+    drv = cell.devices["sim1"].driver
+    reads = [await drv.read("default") for _ in range(3)]
+    assert [r[0].value for r in reads] == [254, 255, 0]
+    assert [r[1].value for r in reads] == [0, 1, 2]
 
 
 async def test_random_is_reproducible_for_the_same_seed_and_within_bounds(tmp_path: Path) -> None:

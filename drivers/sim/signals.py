@@ -31,9 +31,15 @@ class Signal:
     def start(self, seed: int) -> None:
         """Reset run-time state: the counter origin and the random generator."""
         if self.kind == "counter":
-            # Without a fixed start, count from the Unix time in microseconds: a later run always
-            # starts above every value of an earlier run, so a jump means a restart, not a loss.
-            self.count = self.params[0] if self.params else time.time_ns() // 1000
+            # Without a fixed start, a 64-bit counter counts from the Unix time in microseconds: a later
+            # run always starts above every value of an earlier run, so a jump means a restart, not a
+            # loss. Narrower types start at 0 (the time does not fit) and wrap like a PLC counter.
+            if self.params:
+                self.count = self.params[0]
+            elif self.dtype.bits >= 64:
+                self.count = time.time_ns() // 1000
+            else:
+                self.count = 0
         if self.kind == "random":
             self.rng = random.Random(seed)
 
@@ -44,7 +50,8 @@ class Signal:
             if self.count is None:
                 self.start(0)
             value = self.count
-            self.count = value + 1  # type: ignore[operator]
+            lo, hi = self.dtype.limits  # type: ignore[misc]
+            self.count = value + 1 if value < hi else int(lo)  # type: ignore[operator]
             return value
         if k == "ramp":
             lo, hi, period = self.params
@@ -139,6 +146,9 @@ def parse_address(address: str, dtype: DataType | None) -> Signal:
         dt = dtype or DataType.INT64
         if not dt.is_integer:
             raise AddressError(f"expected an integer type for a counter, found type {dt.value!r}")
+        lo, hi = dt.limits  # type: ignore[misc]
+        if start and not lo <= start[0] <= hi:
+            raise AddressError(f"expected a START within {dt.value} [{lo:g}, {hi:g}], found {start[0]}")
         return Signal(kind, start, dt)
     if kind == "constant":
         if not rest:
