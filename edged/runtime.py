@@ -129,7 +129,8 @@ class Runtime:
                           state_dir=cell.state_dir, current_values=lambda: dict(self.current))
         self.sinks = [build_sink(spec, self.spool, ctx) for spec in cell.sinks]
         for sink in self.sinks:
-            self._sink_tasks.append(asyncio.create_task(sink.run(), name=f"sink:{sink.name}"))
+            self._sink_tasks.append(asyncio.create_task(_supervise(sink.run, f"sink {sink.name}"),
+                                                        name=f"sink:{sink.name}"))
         if self._serve_metrics:
             self._metrics_server = serve(self.registry, cell.metrics.host, cell.metrics.port)
             port = self._metrics_server[0].server_port if hasattr(self._metrics_server[0], "server_port") \
@@ -142,23 +143,24 @@ class Runtime:
             self.control = ControlPlane(cell.control, cell.tags, self.registry)
             self.control.start(asyncio.get_running_loop(), self.append, self.write_tag)
         for name, runner in self.runners.items():
-            self._tasks.append(asyncio.create_task(runner.run(), name=f"device:{name}"))
+            self._tasks.append(asyncio.create_task(_supervise(runner.run, f"device {name}"), name=f"device:{name}"))
         log.info("cell %s running: %d device(s), %d tag(s), %d sink(s)%s", cell.name, len(self.runners),
                  len(cell.tags), len(self.sinks), f", metrics on {self.metrics_url}" if self.metrics_url else "")
 
     async def stop(self) -> None:
         """Stop devices first (no new data), then control, then drain nothing: the spool keeps what sinks did not ack."""
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancel_all(self._tasks, "device")
         await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
         if self.control is not None:
             await self.control.stop()
         await self._drain(self.drain_s)
-        for t in self._sink_tasks:
-            t.cancel()
-        await asyncio.gather(*self._sink_tasks, return_exceptions=True)
-        await asyncio.gather(*(s.close() for s in self.sinks), return_exceptions=True)
+        await _cancel_all(self._sink_tasks, "sink")
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await asyncio.gather(*(s.close() for s in self.sinks), return_exceptions=True)
+        except TimeoutError:
+            log.error("sinks did not close within %.0f s; stopping anyway (their data stays in the spool)",
+                      STOP_TIMEOUT_S)
         if self.spool is not None:
             self.spool.close()
         if self._metrics_server is not None:
@@ -201,6 +203,45 @@ class Runtime:
         while True:
             sdnotify.notify("WATCHDOG=1")
             await asyncio.sleep(interval_s)
+
+
+STOP_TIMEOUT_S = 5.0
+RESTART_DELAY_S = (1.0, 30.0)
+
+
+async def _supervise(run: Any, what: str) -> None:
+    """Run a long-lived coroutine function; if it fails (a bug, never an expected upstream or device error),
+    log it with its traceback and start it again after a growing delay, so one failure never stops the daemon."""
+    delay = RESTART_DELAY_S[0]
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; restarting it in %.0f s", what, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_DELAY_S[1])
+
+
+async def _cancel_all(tasks: list[asyncio.Task], what: str) -> None:
+    """Cancel tasks and wait for them, re-cancelling any that swallowed a cancellation (3.11's wait_for can).
+
+    Never hangs shutdown: a task still running after the timeout is logged and left behind.
+    """
+    pending = {t for t in tasks if not t.done()}
+    for attempt in range(3):
+        if not pending:
+            break
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_TIMEOUT_S / 3)
+    for t in pending:
+        log.error("%s task %s did not stop within %.0f s", what, t.get_name(), STOP_TIMEOUT_S)
+    for t in tasks:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            log.error("%s task %s had failed: %r", what, t.get_name(), t.exception())
 
 
 def _group_index(cell: Cell) -> dict[tuple[str, str], tuple[int, int]]:

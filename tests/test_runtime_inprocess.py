@@ -93,3 +93,49 @@ async def test_runtime_write_checks_then_writes_through_the_driver(tmp_path: Pat
     finally:
         await rt.stop()
         await emu.stop()
+
+
+async def test_a_sink_that_fails_is_restarted_and_nothing_is_lost(tmp_path: Path, monkeypatch, caplog) -> None:
+    """A bug in a sink (an exception out of run()) is logged and the sink restarted; the spool kept the data."""
+    import edged.runtime as runtime_mod
+    from edged.sinks.jsonl import JsonlSink
+
+    monkeypatch.setattr(runtime_mod, "RESTART_DELAY_S", (0.05, 0.1))
+    real_run = JsonlSink.run
+    calls = {"n": 0}
+
+    async def flaky_run(self) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            await asyncio.sleep(0.3)  # samples pile up in the spool meanwhile
+            raise RuntimeError("injected sink bug")
+        await real_run(self)
+
+    monkeypatch.setattr(JsonlSink, "run", flaky_run)
+    cell = parse_cell(tomllib.loads(f'''
+[cell]
+name = "f"
+state_dir = "{tmp_path / 'state'}"
+heartbeat_s = 0
+[metrics]
+enabled = false
+[device.s]
+driver = "sim"
+[device.s.tag.n]
+address = "counter"
+type = "uint64"
+scan_ms = 20
+'''), "cell.toml")
+    rt = Runtime(cell, serve_metrics=False)
+    await rt.start()
+    try:
+        out = tmp_path / "state" / "samples.jsonl"
+        await until(lambda: out.exists() and len(out.read_text().splitlines()) >= 30)
+    finally:
+        await rt.stop()
+    import json
+
+    values = [json.loads(x)["value"] for x in out.read_text().splitlines()]
+    assert values == list(range(values[0], values[0] + len(values)))  # gap-free, in order, from the start
+    assert calls["n"] >= 2
+    assert "sink local failed; restarting it" in caplog.text
