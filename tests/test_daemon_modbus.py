@@ -193,3 +193,77 @@ def test_device_down_and_back_while_other_keeps_scanning(cell, tmp_path: Path) -
     first_good = qualities.index("good")
     assert "bad" in qualities[first_good:], qualities  # the outage is in the data
     assert a_speed[-1]["quality"] == "good" and a_speed[-1]["value"] == pytest.approx(7.5)
+
+
+RTU_CELL = """
+[cell]
+name = "rtu"
+state_dir = "{state}"
+
+[device.drive1]
+driver = "modbus"
+transport = "rtu"
+port = "{tty}"
+baudrate = 38400
+parity = "N"
+unit_id = 1
+timeout_s = 0.5
+
+[device.drive1.tag.speed]
+address = "40001"
+type = "int32"
+order = "DCBA"
+
+[device.drive1.tag.enable]
+address = "00001"
+type = "bool"
+access = "write"
+
+[device.drive2]
+driver = "modbus"
+transport = "rtu"
+port = "{tty}"
+baudrate = 38400
+parity = "N"
+unit_id = 7
+timeout_s = 0.5
+
+[device.drive2.tag.current]
+address = "300001"
+type = "float32"
+order = "BADC"
+unit = "A"
+"""
+
+
+def test_rtu_line_with_two_units_read_and_write_through_the_cli(tmp_path: Path) -> None:
+    """An RTU line (a socat pty pair made by `edged simulate`) shared by two unit ids: read, write, read."""
+    path = tmp_path / "rtu.toml"
+    path.write_text(RTU_CELL.format(state=tmp_path / "state", tty=tmp_path / "ttyV0"))
+    sim = simulate(path, "drive1", tmp_path, "drive1.speed=-2147483648", "drive1.enable=false")
+    sim2 = None
+    try:
+        r = Proc(["read", "-c", str(path), "--json", "drive1"], tmp_path)
+        assert r.wait() == 0, r.stderr
+        rows = {x["tag"]: x for x in json.loads(r.stdout)}
+        assert rows["drive1.speed"]["value"] == -2147483648 and rows["drive1.enable"]["value"] is False
+        w = Proc(["write", "-c", str(path), "drive1.enable", "true"], tmp_path)
+        assert w.wait() == 0, w.stderr
+        r = Proc(["read", "-c", str(path), "--json", "drive1.enable"], tmp_path)
+        assert r.wait() == 0 and json.loads(r.stdout)[0]["value"] is True, r.stderr
+    finally:
+        sim.stop()
+    # both units on one line, served by one emulator
+    sim2 = simulate(path, "drive1", tmp_path, "drive1.speed=123456")
+    sim2.stop()
+    both = Proc(["simulate", "-c", str(path), "--set", "drive2.current=12.5", "--set", "drive1.speed=7"], tmp_path)
+    both.wait_for("serving")
+    try:
+        r = Proc(["read", "-c", str(path), "--json"], tmp_path)
+        assert r.wait() == 0, r.stderr
+        rows = {x["tag"]: x for x in json.loads(r.stdout)}
+        assert rows["drive1.speed"]["value"] == 7
+        assert rows["drive2.current"]["value"] == pytest.approx(12.5) and rows["drive2.current"]["unit"] == "A"
+        assert all(x["quality"] == "good" for x in rows.values())
+    finally:
+        both.stop()

@@ -62,6 +62,11 @@ class Link:
         except asyncio.CancelledError:
             client.close()
             raise
+        except Exception as exc:  # termios.error, serial.SerialException: a port that refuses its settings
+            client.close()
+            detail = exc.args[-1] if isinstance(exc.args, tuple) and exc.args else exc
+            raise LinkDown(f"cannot open {self.name}: {detail} (does the port support these serial settings?)") \
+                from None
         if not ok:
             client.close()
             raise LinkDown(f"cannot open {self.name}")

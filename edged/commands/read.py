@@ -100,5 +100,6 @@ def run(args: argparse.Namespace) -> int:
             val = "-" if r.value is None else (f"{r.value:.6g}" if isinstance(r.value, float) else str(r.value))
             print(f"{r.tag.key:<{width}}  {val:>14} {r.tag.unit:<6} {Quality(r.quality).label:<9} {iso(r.ts_ns)}")
     for dev, err in sorted(errors.items()):
-        print(f"edged: device {dev}: {err}", file=sys.stderr)
+        prefix = "" if err.startswith(f"device {dev}") else f"device {dev}: "
+        print(f"edged: {prefix}{err}", file=sys.stderr)
     return 1 if errors else 0

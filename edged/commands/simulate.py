@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     values = initial_values(cell, args.set)
     try:
         asyncio.run(serve(cell, args.device or list(cell.devices), values, args.animate))
-    except OSError as exc:
-        print(f"edged simulate: {exc}", file=sys.stderr)
+    except Exception as exc:  # OSError, termios.error, a port already taken: say it, no traceback
+        print(f"edged simulate: cannot serve the devices: {exc}", file=sys.stderr)
         return 1
     return 0
