@@ -4,7 +4,9 @@
 (b) the daemon is killed with SIGKILL 20 times while samples flow: every sample committed to the
     spool arrives at least once (duplicates are counted and reported);
 (c) a tiny spool overflows: the samples reported dropped (gap messages, metric) are exactly the
-    samples missing at the subscriber.
+    samples missing at the subscriber;
+(f) TLS with `require_certificate true`: refused with a clear error without a client certificate
+    (samples stay spooled), connected with one (the spooled samples arrive first).
 The sample source is the sim driver's counter: a gap-free sequence per tag.
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pytest
 from daemon_support import Proc, eventually, metric, scrape
 from edged.sinks.mqtt import samples_of
 from edged.spool.codec import decode_chunk
-from mosquitto_support import Broker, Collector, free_port, mosquitto  # noqa: F401
+from mosquitto_support import Broker, Collector, free_port, mosquitto, mosquitto_tls  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +109,21 @@ def spool_contents(state: Path) -> tuple[dict[tuple[str, str], list[int]], dict[
     finally:
         db.close()
     return stored, pending, gaps
+
+
+def spool_depth(state: Path) -> int:
+    """Samples stored in the spool file of a running daemon (read-only look at the WAL database)."""
+    try:
+        db = sqlite3.connect(f"file:{state / 'spool' / 'spool.db'}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return 0
+    try:
+        row = db.execute("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM chunk").fetchone()
+        return int(row[0])
+    except sqlite3.Error:
+        return 0
+    finally:
+        db.close()
 
 
 def quiet(col: Collector, still_s: float = 1.0, timeout: float = 30.0) -> None:
@@ -292,4 +309,62 @@ def test_tiny_spool_overflow_dropped_equals_missing(tmp_path: Path, mosquitto: B
     assert missing > 0
     assert reported == missing, f"gap messages report {reported} lost, the subscriber misses {missing}"
     assert dropped == missing, f"edged_spool_dropped_samples_total {dropped}, missing {missing}"
+    col.stop()
+
+
+def test_tls_through_the_daemon_client_certificate_required(tmp_path: Path, mosquitto_tls: Broker) -> None:
+    pki = mosquitto_tls.pki
+    assert pki is not None and mosquitto_tls.tls_port
+    col = Collector(mosquitto_tls, ["line/#"], client_id="sub-tls").start()
+
+    def cell_text(with_cert: bool) -> str:
+        cert = f'tls_cert = "{pki.client_cert}"\ntls_key = "{pki.client_key}"\n' if with_cert else ""
+        return f"""
+[cell]
+name = "line"
+state_dir = "state"
+
+[metrics]
+enabled = false
+
+[device.sim1]
+driver = "sim"
+
+[device.sim1.tag.a]
+address = "counter:0"
+scan_ms = 50
+
+[sink.up]
+type = "mqtt"
+port = {mosquitto_tls.tls_port}
+tls_ca = "{pki.ca_cert}"
+{cert}backoff_initial_s = 0.1
+backoff_max_s = 0.5
+"""
+
+    cell = tmp_path / "cell.toml"
+    cell.write_text(cell_text(False))
+    d = start_daemon(cell, tmp_path)
+    with explained(d):
+        try:
+            d.wait_for(r"sink up: .*TLS handshake failed: the broker requires a client certificate", 60, stream="err")
+            eventually(lambda: spool_depth(tmp_path / "state") >= 5, 60, what="samples spooled while refused")
+        finally:
+            assert d.stop(signal.SIGTERM, timeout=60) == 0
+    assert not any(m.topic.startswith("line/sim1") for m in col.snapshot())
+    spooled = spool_contents(tmp_path / "state")[1][("sim1", "a")]
+    assert spooled == list(range(len(spooled))) and len(spooled) >= 5
+    cell.write_text(cell_text(True))
+    d = start_daemon(cell, tmp_path)
+    with explained(d):
+        try:
+            eventually(lambda: len(received(col).get(("sim1", "a"), [])) >= len(spooled) + 20, 60,
+                       what="samples over TLS")
+        finally:
+            assert d.stop(signal.SIGTERM, timeout=60) == 0
+    got = received(col)[("sim1", "a")]
+    # the first run's spooled samples arrive first, then the second run's, each counting from 0
+    assert got[:len(spooled)] == spooled, got[:50]
+    rest = list(dict.fromkeys(got[len(spooled):]))
+    assert rest == list(range(len(rest))) and len(rest) >= 20
     col.stop()
