@@ -237,7 +237,7 @@ unit = "A"
 
 
 def test_rtu_line_with_two_units_read_and_write_through_the_cli(tmp_path: Path) -> None:
-    """An RTU line (a socat pty pair made by `edged simulate`) shared by two unit ids: read, write, read."""
+    """An RTU line (a socat pty pair made by `edged simulate`; ptys only take 8N1) shared by two unit ids."""
     path = tmp_path / "rtu.toml"
     path.write_text(RTU_CELL.format(state=tmp_path / "state", tty=tmp_path / "ttyV0"))
     sim = simulate(path, "drive1", tmp_path, "drive1.speed=-2147483648", "drive1.enable=false")
@@ -267,3 +267,25 @@ def test_rtu_line_with_two_units_read_and_write_through_the_cli(tmp_path: Path) 
         assert all(x["quality"] == "good" for x in rows.values())
     finally:
         both.stop()
+
+
+def test_serial_port_refusing_its_settings_is_a_clear_device_error(tmp_path: Path) -> None:
+    """Linux ptys refuse parity and 7 data bits (EINVAL): the device is unavailable, with a clear message."""
+    import shutil
+    import subprocess
+
+    tty = tmp_path / "ttyE"
+    socat = subprocess.Popen([shutil.which("socat") or "socat", f"pty,raw,echo=0,link={tty}",
+                              f"pty,raw,echo=0,link={tmp_path / 'ttyE.peer'}"], stderr=subprocess.DEVNULL)
+    try:
+        eventually(tty.exists, 10, what="pty")
+        cell = tmp_path / "e.toml"
+        cell.write_text(f'[cell]\nname = "e"\n[device.d]\ndriver = "modbus"\ntransport = "rtu"\nport = "{tty}"\n'
+                        'parity = "E"\ntimeout_s = 0.3\n[device.d.tag.x]\naddress = "hr:0"\ntype = "uint16"\n')
+        r = Proc(["read", "-c", str(cell), "--json"], tmp_path)
+        assert r.wait() == 1
+        assert json.loads(r.stdout)[0]["quality"] == "bad"
+        assert "cannot open serial" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        socat.terminate()
+        socat.wait(5)
