@@ -71,6 +71,7 @@ class DeviceRunner:
         if state is self.state:
             return
         old, self.state, self.state_since = self.state, state, time.time()
+        reason = reason.removeprefix(f"device {self.name}: ")
         msg = f"device {self.name}: {old.value} -> {state.value}" + (f" ({reason})" if reason else "")
         (log.warning if state in (DeviceState.DOWN, DeviceState.DEGRADED) else log.info)(msg)
 

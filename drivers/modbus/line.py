@@ -12,6 +12,11 @@ from pymodbus.exceptions import ConnectionException
 
 log = logging.getLogger(__name__)
 
+# pymodbus logs every failed connect ("Failed to connect", "Repeating....") at WARNING; edged already logs
+# each device state change once, so pymodbus's own messages are only shown at --log-level debug.
+if logging.getLogger().getEffectiveLevel() > logging.DEBUG and logging.getLogger("pymodbus").level == logging.NOTSET:
+    logging.getLogger("pymodbus").setLevel(logging.ERROR)
+
 # Our own timeout (asyncio.timeout around each request) always fires first: pymodbus's internal
 # response timeout is set well above it, and its retries and reconnect loop are switched off.
 _PYMODBUS_TIMEOUT_FACTOR = 4.0
