@@ -444,6 +444,11 @@ at most once per scan interval, so its like-for-like baseline is (b10), the same
 (b), the hand-written loop flat out. CPU is this process's `time.process_time()`; the servers run in another
 process and their CPU is reported separately. The machine is shared (2 cores, other builds and tests
 running): compare ratios from one run, not absolute numbers across runs.
+
+(c) is the naive baseline flat out: a local pymodbus server answers 20 to 30 thousand one-register requests
+a second, so even the hand-written batched loop (b) is only about 20x (c) here; against a real PLC, where
+each request costs a network round trip and PLC scan time, batching gains more. At 1,000 tags, (a) is
+bounded by its 10 ms scans (100,000 values/s), not by the engine; the 4,000-tag run shows it closer to (b).
 """
 
 
