@@ -13,8 +13,8 @@ DURABILITY_LEVELS = ("batch", "os")
 class SpoolSpec:
     """Spool limits and durability.
 
-    ``max_bytes`` bounds the encoded samples kept (the files take slightly more: SQLite pages and
-    a write-ahead log of a few MB). ``max_age_s`` bounds how long a sample may wait in the spool.
+    ``max_bytes`` bounds the encoded samples kept plus 64 bytes per append (the files take slightly
+    more: SQLite pages and a write-ahead log of a few MB). ``max_age_s`` bounds how long a sample may wait in the spool.
     ``overflow`` says what goes when the spool is full: ``drop_oldest`` (default) or
     ``drop_newest``; every dropped sample is counted and recorded as a gap forwarded upstream.
     ``durability``: ``batch`` fsyncs every appended batch before ``append`` returns (survives power

@@ -12,7 +12,6 @@ All methods are called from the asyncio thread (an internal lock makes them safe
 from __future__ import annotations
 
 import asyncio
-import bisect
 import collections
 import logging
 import sqlite3
@@ -24,6 +23,7 @@ from typing import Any, Sequence
 
 from edged.spool.codec import decode_chunk, encode_chunk
 from edged.spool.config import SpoolSpec
+from edged.spool.index import Chunk, ChunkIndex
 from edged.tag import Sample
 
 log = logging.getLogger("edged.spool")
@@ -33,6 +33,9 @@ FORMAT_VERSION = 1
 ACK_FLUSH_INTERVAL_S = 0.5
 MAX_GAPS_PER_BATCH = 100
 LOSS_LOG_INTERVAL_S = 60.0
+# counted per append against max_bytes besides the encoded samples: its SQLite row and index entry,
+# so a spool of many tiny appends stays bounded in disk and memory too
+CHUNK_OVERHEAD_BYTES = 64
 _now_ns = time.time_ns  # wall clock of append times (replaceable in tests)
 
 _SCHEMA = """
@@ -95,14 +98,6 @@ class SpoolStats:
     append_seconds_total: float = 0.0
 
 
-@dataclass(slots=True)
-class _Chunk:
-    first: int
-    last: int
-    t_ns: int
-    nbytes: int
-
-
 @dataclass(slots=True, eq=False)
 class _GapRow:
     id: int
@@ -143,7 +138,7 @@ class Spool:
         self.spec = spec
         self._db = db
         self._lock = threading.RLock()
-        self._chunks: list[_Chunk] = []
+        self._chunks = ChunkIndex()
         self._cache: collections.OrderedDict[int, list[Sample]] = collections.OrderedDict()
         self._cache_samples = 0
         self._consumers: dict[str, _Consumer] = {}
@@ -215,8 +210,8 @@ class Spool:
     def _recover(self, names: list[str]) -> None:
         db = self._db
         for first, last, t_ns, nbytes in db.execute("SELECT first_seq, last_seq, t_ns, nbytes FROM chunk ORDER BY first_seq"):
-            self._chunks.append(_Chunk(first, last, t_ns, nbytes))
-            self._bytes += nbytes
+            self._chunks.append(Chunk(first, last, t_ns, nbytes))
+            self._bytes += nbytes + CHUNK_OVERHEAD_BYTES
             self._samples += last - first + 1
         stored = {name: acked for name, acked in db.execute("SELECT name, acked_seq FROM consumer")}
         top = max([self._chunks[-1].last if self._chunks else 0, *stored.values()])
@@ -270,7 +265,7 @@ class Spool:
                 samples = list(samples)
             blob = encode_chunk(samples)
             n = len(samples)
-            if not self._make_room(len(blob)):
+            if not self._make_room(len(blob) + CHUNK_OVERHEAD_BYTES):
                 self._drop_new(samples)
                 self._try_commit()
                 return
@@ -285,8 +280,8 @@ class Spool:
                 self._drop_new(samples)
                 return
             self._next_seq = last + 1
-            self._chunks.append(_Chunk(first, last, now, len(blob)))
-            self._bytes += len(blob)
+            self._chunks.append(Chunk(first, last, now, len(blob)))
+            self._bytes += len(blob) + CHUNK_OVERHEAD_BYTES
             self._samples += n
             self._appended_total += n
             self._cache_put(first, samples)
@@ -334,7 +329,7 @@ class Spool:
             if start < len(data):
                 self._add_gaps(c, data[start:])
         self._dropped_total += max(0, lost_any)
-        self._bytes -= ch.nbytes
+        self._bytes -= ch.nbytes + CHUNK_OVERHEAD_BYTES
         self._samples -= ch.last - ch.first + 1
         self._cache_pop(ch.first)
         self._pending.append(("DELETE FROM chunk WHERE first_seq=?", (ch.first,)))
@@ -396,7 +391,7 @@ class Spool:
             samples: list[Sample] = []
             first = c.taken + 1
             last = c.taken
-            i = bisect.bisect_right(self._chunks, c.taken, key=lambda ch: ch.last)
+            i = self._chunks.after(c.taken)
             while len(samples) < max_samples and i < len(self._chunks):
                 ch = self._chunks[i]
                 start = max(c.taken + 1, ch.first)
@@ -501,12 +496,12 @@ class Spool:
         n = 0
         while n < len(self._chunks) and self._chunks[n].last <= floor:
             ch = self._chunks[n]
-            self._bytes -= ch.nbytes
+            self._bytes -= ch.nbytes + CHUNK_OVERHEAD_BYTES
             self._samples -= ch.last - ch.first + 1
             self._cache_pop(ch.first)
             n += 1
         if n:
-            del self._chunks[:n]
+            self._chunks.del_prefix(n)
             self._pending.append(("DELETE FROM chunk WHERE last_seq<=?", (floor,)))
 
     # -- storage helpers -------------------------------------------------------------------------
@@ -547,7 +542,7 @@ class Spool:
             self._storage_failing = False
         return True
 
-    def _load(self, ch: _Chunk) -> list[Sample]:
+    def _load(self, ch: Chunk) -> list[Sample]:
         data = self._cache.get(ch.first)
         if data is not None:
             return data
