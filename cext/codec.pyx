@@ -297,11 +297,11 @@ cdef inline object _check_int(value, object lo, object hi, str name):
     return value
 
 
-def encode(int type_code, int order, value, int length=0):
+def encode(int type_code, int order, value, int length=0, bint finite=True):
     """Registers (list of 0..65535) holding a raw value of a type in a word/byte order.
 
-    Raises ValueError when the value does not fit the type (range, integer-ness, finite floats,
-    string length in latin-1 characters).
+    Raises ValueError when the value does not fit the type (range, integer-ness, finite floats unless
+    ``finite`` is false (emulators may hold NaN and infinities), string length in latin-1 characters).
     """
     cdef uint64_t v
     cdef int n, i, k
@@ -343,10 +343,10 @@ def encode(int type_code, int order, value, int length=0):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"expected a number, found {value!r}")
         d = <double>float(value)
-        if not isfinite(d):
+        if not isfinite(d) and finite:
             raise ValueError(f"expected a finite number, found {value!r}")
         if type_code == T_FLOAT32:
-            if fabs(d) > FLOAT32_MAX:
+            if isfinite(d) and fabs(d) > FLOAT32_MAX:
                 raise ValueError(f"value {value!r} is outside the range of float32")
             f = <float>d
             memcpy(&u32, &f, 4)

@@ -124,10 +124,11 @@ async def test_emulated_values_read_with_scale_strings_bits_and_coils() -> None:
         ts = {r.ts_ns for r in got.values()}
         assert all(t > 1_600_000_000 * 10**9 for t in ts)
         # NaN from the device is delivered as NaN with good quality (documented)
-        emu.stores[("tcp", "127.0.0.1", drv.settings.port)].unit(1).values[Table.HOLDING][20:22] = \
-            __import__("array").array("H", [0x7FC0, 0])
+        emu.set_value(tags["press1.nan"], math.nan)
         got = by_name(await drv.read("default"))
         assert math.isnan(got["nan"].value) and got["nan"].quality is Quality.GOOD
+        emu.set_value(tags["press1.nan"], -math.inf)
+        assert by_name(await drv.read("default"))["nan"].value == -math.inf
         # writes: string and coil
         await drv.write(tags["press1.recipe"], "AB")
         await drv.write(tags["press1.run"], False)

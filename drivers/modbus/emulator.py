@@ -233,8 +233,8 @@ class ModbusEmulator(Emulator):
     def set_value(self, tag: Tag, value: Any) -> None:
         """Set the engineering value a tag reads as (encoded through the driver's codec).
 
-        Integer registers hold the nearest integer of a fractional value, as a device would; a value
-        outside the raw type raises ValueError.
+        Integer registers hold the nearest integer of a fractional value, as a device would; float
+        registers may hold NaN and infinities; a value outside the raw type raises ValueError.
         """
         mem, a = self._locate(tag)
         regs = mem.values[a.table]
@@ -247,7 +247,7 @@ class ModbusEmulator(Emulator):
             raw = tag.to_raw(value)
             if tag.dtype.is_integer and isinstance(raw, float):
                 raw = round(raw)
-            words = codec.encode(a.type_code, int(a.order), raw, a.length)
+            words = codec.encode(a.type_code, int(a.order), raw, a.length, False)
             regs[a.offset:a.offset + len(words)] = array("H", words)
 
     def get_value(self, tag: Tag) -> Any:
