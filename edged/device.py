@@ -133,9 +133,7 @@ class DeviceRunner:
                 attempt += 1
                 continue
             attempt = 0
-            self.connects += 1
-            if self.connects > 1:
-                self.driver.stats.reconnects += 1
+            self.connects += 1  # the driver counts stats.reconnects itself (it also sees CLI connects)
             self._group_bad.clear()
             self._set_state(DeviceState.UP, "connected")
             tasks = [asyncio.create_task(g.run(), name=f"scan:{self.name}:{g.name}") for g in self.groups]

@@ -28,7 +28,11 @@ class DeviceSpec:
 
 @dataclass(slots=True)
 class DriverStats:
-    """Counters a driver keeps; metrics read them at scrape time."""
+    """Counters a driver keeps; metrics read them at scrape time.
+
+    ``reconnects`` counts successful connects after the first one (the driver counts it in
+    ``connect``); ``values`` counts values delivered; ``errors`` counts by kind.
+    """
 
     requests: int = 0
     values: int = 0
