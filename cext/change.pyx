@@ -56,8 +56,12 @@ cdef class ChangeFilter:
         free(self.last_q)
         free(self.last_ts)
 
-    def filter(self, readings) -> list:
-        """The samples to emit for a batch of readings (``Reading(tag, value, quality, ts_ns)`` tuples)."""
+    def filter(self, readings, dict current=None) -> list:
+        """The samples to emit for a batch of readings (``Reading(tag, value, quality, ts_ns)`` tuples).
+
+        With ``current``, also store ``current[tag.key] = (value, quality, ts_ns)`` for every reading
+        (the runtime's table of current values), saving a second pass over the batch.
+        """
         cdef list out = []
         cdef Py_ssize_t s
         cdef int q
@@ -71,6 +75,8 @@ cdef class ChangeFilter:
             q = r[2]
             ts = r[3]
             s = tag.slot
+            if current is not None:
+                current[tag.key] = (value, q, ts)
             if s < 0 or s >= self.slots:
                 raise IndexError(f"tag {tag.key} has slot {s}, outside 0..{self.slots - 1}")
             t = type(value)

@@ -40,13 +40,16 @@ class PyChangeFilter:
             return abs(value - prev) > deadband
         return value != prev
 
-    def filter(self, readings: Iterable[Reading]) -> list[Sample]:
-        """The samples to emit for a batch of readings."""
+    def filter(self, readings: Iterable[Reading], current: dict[str, tuple[Any, int, int]] | None = None
+               ) -> list[Sample]:
+        """The samples to emit for a batch of readings (and, with ``current``, the current value table updated)."""
         out: list[Sample] = []
         lv, lq, lt, hb = self.last_value, self.last_quality, self.last_ts, self.heartbeat_ns
         for tag, value, quality, ts in readings:
             s = tag.slot
             q = int(quality)
+            if current is not None:
+                current[tag.key] = (value, q, ts)
             changed = q != lq[s] or self._moved(value, lv[s], tag.deadband)
             if not changed and hb and ts - lt[s] >= hb:
                 changed = True

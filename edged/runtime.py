@@ -64,13 +64,10 @@ class Runtime:
         """Take a batch of readings from a driver: current values, control inputs, report by exception, spool."""
         if not readings:
             return
-        cur = self.current
-        for r in readings:
-            cur[r.tag.key] = (r.value, int(r.quality), r.ts_ns)
         self.stats.values += len(readings)
         if self.control is not None:
             self.control.update(readings)
-        samples = self.filter.filter(readings)
+        samples = self.filter.filter(readings, self.current)  # also updates the current value table
         if samples:
             self.append(samples)
 

@@ -102,7 +102,10 @@ def test_compiled_filter_equals_the_reference_on_random_streams() -> None:
         ts += rng.randrange(0, 2_000_000_000)
         batch = [Reading(t, rng.choice(pool[t.dtype]), rng.choice([Quality.GOOD] * 5 + [Quality.BAD, Quality.UNCERTAIN]),
                          ts) for t in rng.sample(tags, 10)]
-        a, b = fc.filter(batch), fp.filter(batch)
+        ca: dict = {}
+        cb: dict = {}
+        a, b = fc.filter(batch, ca), fp.filter(batch, cb)
         assert [tuple(x) for x in a] == [tuple(x) for x in b]
+        assert ca == cb == {r.tag.key: (r.value, int(r.quality), r.ts_ns) for r in batch}
         assert all(type(x) is Sample for x in a)
     assert fc.suppressed == fp.suppressed > 0
