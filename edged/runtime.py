@@ -49,6 +49,7 @@ class Runtime:
         self._sink_tasks: list[asyncio.Task] = []
         self.sinks: list[Any] = []
         self.spool: Any = None
+        self._pending: list[Sample] = []
         self.control: Any = None
         self.metrics_url = ""
         hist = poll_histogram(self.registry)
@@ -72,10 +73,24 @@ class Runtime:
             self.append(samples)
 
     def append(self, samples: list[Sample]) -> None:
-        """Put samples into the spool (the only way data reaches sinks)."""
+        """Queue samples for the spool (the only way data reaches sinks).
+
+        Samples produced in one turn of the event loop (scans of several devices, control outputs)
+        go to the spool in one append: one commit, and with ``durability = "batch"`` one fsync,
+        instead of one per scan.
+        """
         self.stats.samples += len(samples)
-        if self.spool is not None:
-            self.spool.append(samples)
+        if self.spool is None:
+            return
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.extend(samples)
+
+    def _flush(self) -> None:
+        """Append what this loop turn produced to the spool."""
+        pending, self._pending = self._pending, []
+        if pending and self.spool is not None:
+            self.spool.append(pending)
 
     # -- writes ---------------------------------------------------------------------------
     async def write(self, key: str, value: Any, source: str = "cli") -> WriteResult:
@@ -150,6 +165,7 @@ class Runtime:
         await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
         if self.control is not None:
             await self.control.stop()
+        self._flush()
         await self._drain(self.drain_s)
         await _cancel_all(self._sink_tasks, "sink")
         try:
@@ -159,7 +175,9 @@ class Runtime:
             log.error("sinks did not close within %.0f s; stopping anyway (their data stays in the spool)",
                       STOP_TIMEOUT_S)
         if self.spool is not None:
+            self._flush()
             self.spool.close()
+            self.spool = None
         if self._metrics_server is not None:
             server, thread = self._metrics_server
             server.shutdown()
