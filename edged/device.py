@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from prometheus_client import Histogram
 
+from edged.backoff import backoff_delay
 from edged.cell import Device, ScanSpec
 from edged.errors import DeviceUnavailable, ReadFailed
 from edged.scan import ScanGroup, phase_for
@@ -25,12 +26,6 @@ class DeviceState(enum.Enum):
     UP = "up"
     DEGRADED = "degraded"
     DOWN = "down"
-
-
-def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter: uniform in [d/2, d] where d = min(max, initial * 2**attempt)."""
-    d = min(max_s, initial_s * (2 ** min(attempt, 30)))
-    return rng.uniform(d / 2, d)
 
 
 STALE_SCANS = 3  # a group whose last poll is older than this many intervals (and 1 s) has stale values

@@ -2,7 +2,7 @@
 import asyncio
 import random
 
-from edged.device import backoff_delay
+from edged.backoff import backoff_delay, backoff_delays
 from edged.scan import ScanGroup, phase_for
 
 
@@ -55,3 +55,10 @@ def test_slow_poll_counts_overruns_and_never_bursts() -> None:
     assert g.overruns >= 3 * 2  # at least two deadlines skipped per slow poll
     # never a catch-up burst: consecutive starts are at least one poll duration apart
     assert all(b - a >= 0.25 for a, b in zip(starts, starts[1:]))
+
+
+def test_backoff_delays_generator_follows_the_same_policy() -> None:
+    rng = random.Random(2)
+    gen = backoff_delays(1.0, 8.0, rng)
+    for attempt, d in zip(range(8), [1, 2, 4, 8, 8, 8, 8, 8]):
+        assert d / 2 <= next(gen) <= d

@@ -9,15 +9,15 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aiomqtt
 
+from edged.backoff import backoff_delays
 from edged.schema import Section
 
 DEFAULT_PORT = 1883
@@ -274,14 +274,6 @@ def describe_connect_error(exc: BaseException) -> str:
             return str(e.args[0])
     first = chain[0]
     return f"{type(first).__name__}: {first}" if str(first) else type(first).__name__
-
-
-def backoff_delays(initial_s: float, max_s: float) -> Iterator[float]:
-    """Yield reconnect delays: exponential from initial_s up to max_s, with +-25% jitter."""
-    delay = initial_s
-    while True:
-        yield delay * random.uniform(0.75, 1.25)
-        delay = min(max_s, delay * 2)
 
 
 __all__ = ["MqttConnection", "parse_connection", "make_client", "describe_connect_error", "ConnectFailed",
