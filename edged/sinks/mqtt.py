@@ -9,7 +9,6 @@ again after reconnecting (at least once: a subscriber may see a message twice, n
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -23,7 +22,7 @@ import aiomqtt
 
 from edged.schema import Section
 from edged.sinks.base import Sink, SinkContext
-from edged.sinks.mqtt_conn import ConnectFailed, MqttConnection, backoff_delays, describe_connect_error, \
+from edged.sinks.mqtt_conn import MqttConnection, backoff_delays, describe_connect_error, \
     make_client, parse_connection
 from edged.spool.spool import Spool, SpoolBatch
 from edged.tag import Quality, Sample, Tag
