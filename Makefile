@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test sysdeps venv bench soak clean
+.PHONY: demo test sysdeps venv bench clean
 
 demo: $(STAMP)
 	$(VENV)/bin/edged demo
