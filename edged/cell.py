@@ -154,7 +154,7 @@ def _parse_metrics(sec: Section | None) -> MetricsSpec:
     listen = sec.get_str("listen", f"127.0.0.1:{DEFAULT_METRICS_PORT}")
     if listen is not None:
         host, sep, port = listen.rpartition(":")
-        if not sep or not port.isdigit() or not (0 <= int(port) <= 65535) or not host:
+        if not sep or not (port.isascii() and port.isdigit()) or not (0 <= int(port) <= 65535) or not host:
             sec.error("listen", f"expected HOST:PORT such as \"127.0.0.1:{DEFAULT_METRICS_PORT}\", found {listen!r}")
         else:
             spec.host, spec.port = host.strip("[]"), int(port)

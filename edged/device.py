@@ -163,12 +163,15 @@ class DeviceRunner:
         loop = asyncio.get_running_loop()
         period = max(0.2, min(g.interval_s for g in self.groups))
         started = loop.time()
+        self._stale.clear()  # values of the previous connection were marked bad when it was lost
         while True:
             await asyncio.sleep(period)
             now = loop.time()
             for g in self.groups:
                 limit = max(STALE_SCANS * g.interval_s, 1.0)
-                age = now - (g.last_done or started)
+                # a poll completed before this connection says nothing about it (after a reconnect
+                # the group's first poll may still be ahead)
+                age = now - max(g.last_done, started)
                 if age > limit and g.name not in self._stale:
                     self._stale.add(g.name)
                     log.warning("device %s: scan %s has not completed for %.1f s: values are stale", self.name,

@@ -144,7 +144,11 @@ class Runtime:
             self._sink_tasks.append(asyncio.create_task(_supervise(sink.run, f"sink {sink.name}"),
                                                         name=f"sink:{sink.name}"))
         if self._serve_metrics:
-            self._metrics_server = serve(self.registry, cell.metrics.host, cell.metrics.port)
+            try:
+                self._metrics_server = serve(self.registry, cell.metrics.host, cell.metrics.port)
+            except OSError as exc:
+                raise OSError(exc.errno, f"metrics listen {cell.metrics.host}:{cell.metrics.port}: "
+                                         f"{exc.strerror or exc}") from None
             port = self._metrics_server[0].server_port if hasattr(self._metrics_server[0], "server_port") \
                 else cell.metrics.port
             host = cell.metrics.host if ":" not in cell.metrics.host else f"[{cell.metrics.host}]"
@@ -201,7 +205,11 @@ class Runtime:
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # a partial start-up (spool open, sinks running) is taken down in order
+            raise
         sdnotify.notify(f"READY=1\nSTATUS=running cell {self.cell.name}")
         wd = sdnotify.watchdog_interval_s()
         watchdog = asyncio.create_task(self._watchdog(wd)) if wd else None

@@ -47,7 +47,11 @@ def check_write(tag: Tag, value: Any) -> Any:
             raise WriteRefused(f"{tag.key}: {value} is below min {tag.min:g}")
         if tag.max is not None and value > tag.max:
             raise WriteRefused(f"{tag.key}: {value} is above max {tag.max:g}")
-        raw = tag.to_raw(value)
+        try:
+            raw = tag.to_raw(value)
+        except OverflowError:  # scale and offset took the raw value beyond any float
+            raise WriteRefused(f"{tag.key}: {value} is outside the range of {tag.dtype.value} "
+                               f"after scale {tag.scale:g} and offset {tag.offset:g}") from None
         if tag.dtype.is_integer and not tag.scaled and isinstance(value, float) and not value.is_integer():
             raise WriteRefused(f"{tag.key}: expected an integer for type {tag.dtype.value}, got {value!r}")
         lo, hi = tag.dtype.limits  # type: ignore[misc]
