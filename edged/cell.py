@@ -119,14 +119,20 @@ def parse_cell(data: dict[str, Any], file: str, base_dir: Path | None = None) ->
             cell_sec.error("name", "expected a name of letters, digits, '_' or '-' (it becomes an MQTT topic "
                                    f"level and the Sparkplug edge node id), found {name!r}")
         sd = cell_sec.get_str("state_dir", None)
-        if sd is not None:
+        if sd is not None and "\0" in sd:
+            cell_sec.error("state_dir", f"expected a path without NUL characters, found {sd!r}")
+        elif sd is not None:
             state_dir = Path(sd)
         default_scan_ms = cell_sec.get_int("default_scan_ms", 1000, min=SCAN_MIN_MS, max=SCAN_MAX_MS) or 1000
         log_level = cell_sec.get_str("log_level", "info", choices=["debug", "info", "warning", "error"]) or "info"
         heartbeat_s = cell_sec.get_float("heartbeat_s", 60.0, min=0.0, max=86400.0)
         cell_sec.finish()
-    if not state_dir.is_absolute() and base_dir is not None and "STATE_DIRECTORY" not in os.environ:
-        state_dir = (base_dir / state_dir) if cell_sec and cell_sec.has("state_dir") else Path.cwd() / state_dir
+    if not state_dir.is_absolute() and base_dir is not None:
+        # a relative state_dir in the file is relative to the file's folder, also under systemd
+        if cell_sec is not None and cell_sec.has("state_dir"):
+            state_dir = base_dir / state_dir
+        elif "STATE_DIRECTORY" not in os.environ:
+            state_dir = Path.cwd() / state_dir
 
     metrics = _parse_metrics(root.section("metrics"))
     scans = _parse_scans(root.sections("scan"), default_scan_ms)

@@ -1,0 +1,55 @@
+"""Review regressions of the cell loader: state_dir resolution and paths the OS cannot use."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edged.cell import load_cell
+from edged.errors import ConfigError
+
+CELL = """
+[cell]
+name = "c"
+{state}
+[device.s]
+driver = "sim"
+[device.s.tag.n]
+address = "counter"
+type = "uint32"
+"""
+
+
+def write(tmp_path: Path, state: str) -> Path:
+    folder = tmp_path / "etc"
+    folder.mkdir(exist_ok=True)
+    f = folder / "cell.toml"
+    f.write_text(CELL.format(state=state))
+    return f
+
+
+@pytest.mark.parametrize("systemd", [False, True])
+def test_relative_state_dir_is_relative_to_the_file_also_under_systemd(tmp_path: Path, monkeypatch,
+                                                                       systemd: bool) -> None:
+    monkeypatch.chdir(tmp_path)
+    if systemd:
+        monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "lib" / "edged"))
+    else:
+        monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    cell = load_cell(write(tmp_path, 'state_dir = "data"'))
+    assert cell.state_dir == tmp_path / "etc" / "data"
+
+
+def test_state_directory_is_the_default_under_systemd(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/a:{tmp_path}/b")
+    assert load_cell(write(tmp_path, "")).state_dir == tmp_path / "a"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    monkeypatch.chdir(tmp_path)
+    assert load_cell(write(tmp_path, "")).state_dir == tmp_path / "var"
+
+
+def test_state_dir_with_a_nul_character_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_cell(write(tmp_path, 'state_dir = "a\\u0000b"'))
+    assert [i.path for i in info.value.issues] == ["cell.state_dir"]
+    assert "NUL" in info.value.issues[0].message
