@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -156,16 +155,13 @@ def test_device_down_and_back_while_other_keeps_scanning(cell, tmp_path: Path) -
                    what="a scanned")
         sa.stop()
         eventually(lambda: metric(scrape(url), "edged_device_up", device="a") == 0.0, 30, what="a down")
+        b_scans_before = metric(scrape(url), "edged_scans_total", device="b", scan="fast")
+        # while a is down (and being retried) b keeps scanning; progress, not a rate: no timing assertion
+        eventually(lambda: metric(scrape(url), "edged_scans_total", device="b", scan="fast") >= b_scans_before + 20,
+                   60, what="b scanning while a is down")
         text = scrape(url)
-        b_scans_before = metric(text, "edged_scans_total", device="b", scan="fast")
-        t0 = time.monotonic()
-        time.sleep(3.0)
-        text = scrape(url)
-        elapsed = time.monotonic() - t0
-        b_scans = metric(text, "edged_scans_total", device="b", scan="fast") - b_scans_before
-        # b polls every 100 ms; while a is down b keeps going (a generous floor: a quarter of its rate)
-        assert b_scans >= elapsed / 0.1 / 4, (b_scans, elapsed)
         assert metric(text, "edged_device_up", device="b") == 1.0
+        assert metric(text, "edged_device_up", device="a") == 0.0
         sa = simulate(path, "a", tmp_path, "a.speed=7.5")
         eventually(lambda: metric(scrape(url), "edged_device_up", device="a") == 1.0, 30, what="a back up")
         scans_up = metric(scrape(url), "edged_scans_total", device="a", scan="fast")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import socket
@@ -26,10 +27,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                               "./demo-state)")
     p.add_argument("--metrics-port", type=int, default=9108, help="metrics port on 127.0.0.1 (default 9108; a free "
                                                                   "port is used when it is taken)")
-    p.add_argument("--mqtt", metavar="HOST:PORT", default=None,
+    p.add_argument("--mqtt", metavar="HOST:PORT", default=None, type=host_port,
                    help="also forward to this MQTT broker (topics demo-cell/<device>/<tag>)")
     p.add_argument("--print-config", action="store_true", help="print the demo cell TOML and exit")
     p.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (default: until Ctrl-C)")
+
+
+def host_port(text: str) -> str:
+    """Check an MQTT broker address HOST[:PORT] for --mqtt (argparse type: a bad one is a usage error)."""
+    host, sep, port = text.rpartition(":") if ":" in text else (text, "", "1883")
+    if not host or any(c.isspace() or c in "\"'\\[]" for c in host) or not (port.isascii() and port.isdigit()) \
+            or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 127.0.0.1:1883, found {text!r}")
+    return f"{host}:{int(port)}"
 
 
 def free_port(preferred: int = 0) -> int:
@@ -47,14 +57,15 @@ def free_port(preferred: int = 0) -> int:
 def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | None) -> str:
     """The demo cell TOML with its placeholders filled in."""
     text = resources.files("edged.demo").joinpath("cell.toml").read_text()
-    text = (text.replace("{state_dir}", str(state_dir)).replace("{metrics_port}", str(metrics_port))
+    # json.dumps gives a valid TOML basic string for any path (quotes and backslashes escaped)
+    text = (text.replace('"{state_dir}"', json.dumps(str(state_dir))).replace("{metrics_port}", str(metrics_port))
             .replace("{modbus_port}", str(modbus_port)))
     control = resources.files("edged.demo").joinpath("control.toml")
     if control.is_file():
         text += "\n" + control.read_text()
     if mqtt:
-        host, _, port = mqtt.rpartition(":")
-        text += (f'\n[sink.upstream]\ntype = "mqtt"\nhost = "{host or "127.0.0.1"}"\nport = {int(port or 1883)}\n'
+        host, _, port = host_port(mqtt).rpartition(":")
+        text += (f'\n[sink.upstream]\ntype = "mqtt"\nhost = "{host}"\nport = {int(port)}\n'
                  f'client_id = "edged-demo"\n')
     return text
 
@@ -66,21 +77,38 @@ async def run_demo(cell: Cell, seconds: float) -> None:
         by_kind[dev.spec.driver].append(dev)
     emulators: dict[str, Any] = {}
     started = []
-    for kind, devs in by_kind.items():
-        emu = type(devs[0].driver).emulator([d.driver for d in devs])
-        await emu.start()
-        started.append(emu)
-        for d in devs:
-            emulators[d.spec.name] = emu
-    anim = DemoAnimation(cell, emulators)
-    anim.step(0.0)
-    anim_task = asyncio.create_task(anim.run())
+    anim_task: asyncio.Task | None = None
     rt = Runtime(cell)
+    try:
+        for kind, devs in by_kind.items():
+            emu = type(devs[0].driver).emulator([d.driver for d in devs])
+            await emu.start()
+            started.append(emu)
+            for d in devs:
+                emulators[d.spec.name] = emu
+        anim = DemoAnimation(cell, emulators)
+        anim.step(0.0)
+        anim_task = asyncio.create_task(anim.run())
+        await _run_runtime(rt, cell, seconds)
+    finally:
+        if anim_task is not None:
+            anim_task.cancel()
+            await asyncio.gather(anim_task, return_exceptions=True)
+        for emu in started:
+            await emu.stop()
+
+
+async def _run_runtime(rt: Runtime, cell: Cell, seconds: float) -> None:
+    """Start the runtime, print where things are, run until a signal or `seconds`, stop it (also after a failed start)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await rt.start()
+    try:
+        await rt.start()
+    except BaseException:
+        await rt.stop()
+        raise
     sinks = ", ".join(f"{s.name} ({s.spec.kind})" for s in rt.sinks)
     data = cell.state_dir / "samples.jsonl"
     print(f"edged demo: cell {cell.name!r} with {len(cell.devices)} emulated devices, {len(cell.tags)} tags",
@@ -98,10 +126,6 @@ async def run_demo(cell: Cell, seconds: float) -> None:
             await stop.wait()
     finally:
         await rt.stop()
-        anim_task.cancel()
-        await asyncio.gather(anim_task, return_exceptions=True)
-        for emu in started:
-            await emu.stop()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,5 +138,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     cell = parse_cell(tomllib.loads(text), "(built-in demo cell)")
-    asyncio.run(run_demo(cell, args.seconds))
+    try:
+        asyncio.run(run_demo(cell, args.seconds))
+    except OSError as exc:  # an unusable state dir, a port taken meanwhile: say it, no traceback
+        print(f"edged demo: {exc}", file=sys.stderr)
+        return 1
     return 0
