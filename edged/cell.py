@@ -265,7 +265,12 @@ def _parse_tag(dname: str, tname: str, sec: Section, cls: type[Driver] | None,
             group = scan
     elif scan_ms is not None:
         group = f"{scan_ms}ms"
-        scans.setdefault(group, ScanSpec(group, scan_ms / 1000.0))
+        spec = scans.setdefault(group, ScanSpec(group, scan_ms / 1000.0))
+        if round(spec.interval_s * 1000) != scan_ms:  # a [scan.<N>ms] group with another interval
+            sec.error("scan_ms", f"expected an interval that agrees with scan group {group!r} (the group of "
+                                 f"scan_ms = {scan_ms}), found that [scan.{group}] has interval_ms = "
+                                 f"{round(spec.interval_s * 1000)}: rename that group")
+            group = "default"
     if cls is None:
         sec.finish(also_known=sec.keys())
         return None

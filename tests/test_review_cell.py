@@ -53,3 +53,16 @@ def test_state_dir_with_a_nul_character_is_a_config_error(tmp_path: Path) -> Non
         load_cell(write(tmp_path, 'state_dir = "a\\u0000b"'))
     assert [i.path for i in info.value.issues] == ["cell.state_dir"]
     assert "NUL" in info.value.issues[0].message
+
+
+def test_scan_ms_never_silently_joins_a_scan_group_of_another_interval(tmp_path: Path) -> None:
+    """scan_ms = 100 makes a group "100ms"; a [scan.100ms] of 500 ms must not slow the tag down unnoticed."""
+    f = write(tmp_path, "[scan.100ms]\ninterval_ms = 500\n[scan.fast]\ninterval_ms = 100\n")
+    f.write_text(f.read_text() + "scan_ms = 100\n")
+    with pytest.raises(ConfigError) as info:
+        load_cell(f)
+    assert [i.path for i in info.value.issues] == ["device.s.tag.n.scan_ms"]
+    assert "interval_ms = 500" in info.value.issues[0].message
+    f.write_text(f.read_text().replace("interval_ms = 500", "interval_ms = 100"))
+    cell = load_cell(f)  # the same interval: the tag shares the group
+    assert cell.tags["s.n"].scan == "100ms" and cell.scans["100ms"].interval_s == 0.1
