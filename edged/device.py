@@ -28,6 +28,7 @@ class DeviceState(enum.Enum):
     DOWN = "down"
 
 
+CLOSE_TIMEOUT_S = 5.0  # a driver's close() that takes longer is abandoned (logged)
 STALE_SCANS = 3  # a group whose last poll is older than this many intervals (and 1 s) has stale values
 
 
@@ -145,8 +146,8 @@ class DeviceRunner:
             for t in tasks:
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     exc = t.exception()
-                    if not isinstance(exc, DeviceUnavailable):
-                        log.error("device %s: %s failed: %r", self.name, t.get_name(), exc)
+                    if not isinstance(exc, DeviceUnavailable):  # a bug: keep its traceback
+                        log.error("device %s: %s failed: %r", self.name, t.get_name(), exc, exc_info=exc)
                     self.last_error = str(exc)
             self._set_state(DeviceState.DOWN, self.last_error or "connection lost")
             self._mark_bad(self.device.tags)
@@ -197,7 +198,10 @@ class DeviceRunner:
 
     async def _close_quietly(self) -> None:
         try:
-            await self.driver.close()
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):  # a hanging close must not hang reconnects or stop()
+                await self.driver.close()
+        except TimeoutError:
+            log.warning("device %s: close did not finish within %.0f s; going on", self.name, CLOSE_TIMEOUT_S)
         except Exception as exc:  # a close failure must never stop reconnecting
             log.debug("device %s: close failed: %r", self.name, exc)
 

@@ -151,3 +151,44 @@ type = "jsonl"
     loaded = load_cell(cell)
     spool = Spool.open(tmp_path / "state" / "spool", loaded.spool, ["local"])
     spool.close()
+
+
+SIM_CELL = """
+[cell]
+name = "h"
+state_dir = "{state}"
+heartbeat_s = 0
+[metrics]
+enabled = false
+[device.s]
+driver = "sim"
+[device.s.tag.n]
+address = "counter"
+type = "uint32"
+scan_ms = 50
+[sink.local]
+type = "jsonl"
+"""
+
+
+async def test_stop_never_hangs_on_a_driver_close_that_hangs(tmp_path: Path, monkeypatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A driver whose close() never returns (a wedged connection) must not hang Runtime.stop()."""
+    import edged.device as device_mod
+
+    monkeypatch.setattr(device_mod, "CLOSE_TIMEOUT_S", 0.2)
+    cell = parse_cell(tomllib.loads(SIM_CELL.format(state=tmp_path / "s")), "cell.toml")
+    drv = cell.devices["s"].driver
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(drv, "close", hang)
+    rt = Runtime(cell, serve_metrics=False)
+    await rt.start()
+    await until(lambda: rt.current.get("s.n", (0, 2, 0))[0] >= 3)
+    async with asyncio.timeout(60):  # only bounds a failure: before the fix stop() never returned
+        await rt.stop()
+    assert "close did not finish" in caplog.text
+    out = (tmp_path / "s" / "samples.jsonl").read_text().splitlines()
+    assert len(out) >= 3  # what was read reached the sink before the stop
