@@ -84,6 +84,9 @@ def load_cell(path: str | os.PathLike[str]) -> Cell:
     except tomllib.TOMLDecodeError as exc:
         issues.add(*_syntax_issue(str(exc)))
         raise ConfigError(issues.items) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int conversion limit)
+        issues.add("(syntax)", f"invalid TOML value: {exc}")
+        raise ConfigError(issues.items) from None
     return parse_cell(data, file, base_dir=Path(path).resolve().parent)
 
 

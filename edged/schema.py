@@ -23,7 +23,8 @@ def describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, int):
-        return f"integer {value}"
+        digits = len(str(abs(value))) if abs(value) < 10**100 else None
+        return f"integer {value}" if digits is not None else "an integer of more than 100 digits"
     if isinstance(value, float):
         return f"number {value!r}"
     if isinstance(value, str):
@@ -140,6 +141,9 @@ class Section:
         value = self._typed(key, (int, float), "a number", default)
         if key not in self.data or value is None:
             return value
+        if isinstance(value, int) and not -1e308 < value < 1e308:  # float() would raise OverflowError
+            self.error(key, f"expected a finite number, found {describe(value)}")
+            return None
         if math.isnan(value) or math.isinf(value):
             self.error(key, f"expected a finite number, found {describe(value)}")
             return None
@@ -150,7 +154,8 @@ class Section:
         if lo is not None and value < lo or hi is not None and value > hi:
             rng = (f"between {lo} and {hi}" if lo is not None and hi is not None
                    else f"at least {lo}" if lo is not None else f"at most {hi}")
-            self.error(key, f"expected a value {rng}, found {value}")
+            found = describe(value).removeprefix("integer ").removeprefix("number ")
+            self.error(key, f"expected a value {rng}, found {found}")
             return None
         return value
 

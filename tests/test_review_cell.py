@@ -66,3 +66,22 @@ def test_scan_ms_never_silently_joins_a_scan_group_of_another_interval(tmp_path:
     f.write_text(f.read_text().replace("interval_ms = 500", "interval_ms = 100"))
     cell = load_cell(f)  # the same interval: the tag shares the group
     assert cell.tags["s.n"].scan == "100ms" and cell.scans["100ms"].interval_s == 0.1
+
+
+@pytest.mark.parametrize("key, value", [("heartbeat_s", "1" + "0" * 400), ("heartbeat_s", "-" + "9" * 400),
+                                        ("default_scan_ms", "1" + "0" * 400), ("heartbeat_s", "1" * 5000)])
+def test_huge_integers_are_config_errors_not_tracebacks(tmp_path: Path, key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_cell(write(tmp_path, f"{key} = {value}"))
+    text = "\n".join(str(i) for i in info.value.issues)
+    assert len(text) < 400  # the number is described, not printed in full
+    assert f"cell.{key}" in text or "(syntax)" in text
+
+
+def test_huge_integer_in_a_tag_float_key(tmp_path: Path) -> None:
+    f = write(tmp_path, "")
+    f.write_text(f.read_text() + "scale = 1" + "0" * 400 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_cell(f)
+    assert [i.path for i in info.value.issues] == ["device.s.tag.n.scale"]
+    assert "expected a finite number" in info.value.issues[0].message
