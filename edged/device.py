@@ -61,6 +61,7 @@ class DeviceRunner:
         self._group_bad: set[str] = set()
         self._current = current if current is not None else {}
         self._stale: set[str] = set()
+        self._polled_ok = False  # a poll of the current connection returned (the link really works)
 
     # -- state ----------------------------------------------------------------
     def _set_state(self, state: DeviceState, reason: str = "") -> None:
@@ -89,6 +90,7 @@ class DeviceRunner:
                 await asyncio.sleep(3600)  # cancelled by run() when it reconnects
                 return
             except ReadFailed as exc:
+                self._polled_ok = True  # the device answered, if with an error: the link works
                 self.last_error = str(exc)
                 self._group_bad.add(group)
                 self._set_state(DeviceState.DEGRADED, str(exc))
@@ -97,6 +99,7 @@ class DeviceRunner:
             finally:
                 if hist is not None:
                     hist.observe(time.perf_counter() - t0)
+            self._polled_ok = True
             bad = any(r.quality is Quality.BAD for r in readings)
             if bad:
                 self._group_bad.add(group)
@@ -128,8 +131,8 @@ class DeviceRunner:
                 await asyncio.sleep(backoff_delay(attempt, spec.backoff_initial_s, spec.backoff_max_s, self._rng))
                 attempt += 1
                 continue
-            attempt = 0
             self.connects += 1  # the driver counts stats.reconnects itself (it also sees CLI connects)
+            self._polled_ok = not self.groups  # a connection only counts as healthy after a good poll
             self._group_bad.clear()
             self._set_state(DeviceState.UP, "connected")
             tasks = [asyncio.create_task(g.run(), name=f"scan:{self.name}:{g.name}") for g in self.groups]
@@ -152,8 +155,12 @@ class DeviceRunner:
             self._set_state(DeviceState.DOWN, self.last_error or "connection lost")
             self._mark_bad(self.device.tags)
             await self._close_quietly()
-            await asyncio.sleep(backoff_delay(0, spec.backoff_initial_s, spec.backoff_max_s, self._rng))
-            attempt = 1
+            if self._polled_ok:
+                attempt = 0
+            # a device that accepts connections but never answers a poll (a wrong service on the port)
+            # backs off like one that refuses them, instead of flapping up/down every backoff_initial_s
+            await asyncio.sleep(backoff_delay(attempt, spec.backoff_initial_s, spec.backoff_max_s, self._rng))
+            attempt += 1
 
     async def _stale_watch(self) -> None:
         """Mark a group's good values uncertain (stale) when its polls stop completing in time.

@@ -192,3 +192,39 @@ async def test_stop_never_hangs_on_a_driver_close_that_hangs(tmp_path: Path, mon
     assert "close did not finish" in caplog.text
     out = (tmp_path / "s" / "samples.jsonl").read_text().splitlines()
     assert len(out) >= 3  # what was read reached the sink before the stop
+
+
+async def test_a_port_that_accepts_but_never_answers_modbus_backs_off(tmp_path: Path, monkeypatch) -> None:
+    """A wrong service on the device's port (here a real TCP server answering HTTP) accepts every connection
+    and drops it at the first request: the runner must back off with growing delays, not flap at the initial one."""
+    import edged.device as device_mod
+
+    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    attempts: list[int] = []
+    real = device_mod.backoff_delay
+
+    def spy(attempt: int, initial: float, maximum: float, rng) -> float:
+        attempts.append(attempt)
+        return real(attempt, initial, maximum, rng) / 50  # keep the test short; the attempts are what counts
+
+    monkeypatch.setattr(device_mod, "backoff_delay", spy)
+    text = MODBUS_CELL.format(state=tmp_path / "s", port=port).replace("backoff_initial_s = 0.2", "backoff_initial_s = 0.5") \
+        .replace("backoff_max_s = 0.5", "backoff_max_s = 60")
+    cell = parse_cell(tomllib.loads(text), "cell.toml")
+    rt = Runtime(cell, serve_metrics=False)
+    await rt.start()
+    try:
+        await until(lambda: len(attempts) >= 5)
+    finally:
+        await rt.stop()
+        server.close()
+        await server.wait_closed()
+    assert attempts[:5] == [0, 1, 2, 3, 4], attempts
+    assert rt.current["plc.fast"][1] == Quality.BAD
