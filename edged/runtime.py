@@ -97,15 +97,15 @@ class Runtime:
         """Validate and write a value to a tag through its driver; refusals are counted and explained."""
         tag = self.cell.tags.get(key)
         if tag is None:
-            return self._refuse("unknown_tag", key, f"{key}: no such tag")
+            return self._refuse("unknown_tag", key, f"{key}: no such tag", source)
         try:
             checked = check_write(tag, value)
         except WriteRefused as exc:
             reason = "read_only" if not tag.writable else "invalid_value"
-            return self._refuse(reason, key, str(exc))
+            return self._refuse(reason, key, str(exc), source)
         runner = self.runners[tag.device]
         if runner.state not in (DeviceState.UP, DeviceState.DEGRADED):
-            return self._refuse("device_down", key, f"{key}: device {tag.device} is {runner.state.value}")
+            return self._refuse("device_down", key, f"{key}: device {tag.device} is {runner.state.value}", source)
         old = self.current.get(key, (None, 0, 0))[0]
         try:
             await runner.driver.write(tag, checked)
@@ -121,9 +121,9 @@ class Runtime:
         if not res.ok:
             raise WriteRefused(res.error)
 
-    def _refuse(self, reason: str, key: str, message: str) -> WriteResult:
+    def _refuse(self, reason: str, key: str, message: str, source: str) -> WriteResult:
         self.stats.writes_refused[reason] = self.stats.writes_refused.get(reason, 0) + 1
-        log.warning("write refused: %s", message)
+        log.warning("audit: write refused (%s) from %s: %s", reason, source, message)
         return WriteResult(False, key, error=message)
 
     # -- lifecycle ------------------------------------------------------------------------------

@@ -228,3 +228,32 @@ async def test_a_port_that_accepts_but_never_answers_modbus_backs_off(tmp_path: 
         await server.wait_closed()
     assert attempts[:5] == [0, 1, 2, 3, 4], attempts
     assert rt.current["plc.fast"][1] == Quality.BAD
+
+
+async def test_write_while_the_device_is_down_is_refused_counted_and_audited(tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="edged")
+    cell = parse_cell(tomllib.loads(MODBUS_CELL.format(state=tmp_path / "s", port=free_port())), "cell.toml")
+    drv = cell.devices["plc"].driver
+    emu = type(drv).emulator([drv])
+    await emu.start()
+    rt = Runtime(cell, serve_metrics=False)
+    runner = rt.runners["plc"]
+    await rt.start()
+    try:
+        await until(lambda: runner.state is DeviceState.UP)
+        await emu.stop()
+        await until(lambda: runner.state is DeviceState.DOWN)
+        res = await rt.write("plc.sp", 1.0, source="mqtt:up")
+        assert not res.ok and "device plc is down" in res.error
+        assert rt.stats.writes_refused == {"device_down": 1}
+        assert "audit: write refused (device_down) from mqtt:up: plc.sp: device plc is down" in caplog.text
+        await emu.start()
+        await until(lambda: runner.state is DeviceState.UP)
+        ok = await rt.write("plc.sp", 2.0, source="mqtt:up")
+        assert ok.ok, ok.error
+        assert emu.get_value(cell.tags["plc.sp"]) == pytest.approx(2.0)
+        assert "audit: write plc.sp from mqtt:up" in caplog.text
+    finally:
+        await rt.stop()
+        await emu.stop()
