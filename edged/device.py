@@ -12,6 +12,7 @@ from prometheus_client import Histogram
 
 from edged.backoff import backoff_delay
 from edged.cell import Device, ScanSpec
+from edged.driver import Driver
 from edged.errors import DeviceUnavailable, ReadFailed
 from edged.scan import ScanGroup, phase_for
 from edged.tag import Quality, Reading, Tag
@@ -199,6 +200,12 @@ class DeviceRunner:
             await self.driver.run_push(self.deliver)
         except DeviceUnavailable as exc:
             self.last_error = str(exc)
+            self._lost.set()
+            return
+        if type(self.driver).run_push is not Driver.run_push:
+            # a push driver's stream ended without an error (e.g. the server closed the subscription):
+            # nothing would arrive any more, so treat it as a loss and reconnect
+            self.last_error = "the push stream ended"
             self._lost.set()
             return
         await asyncio.Event().wait()  # polled drivers: nothing to push; keep the task alive

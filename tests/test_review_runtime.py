@@ -257,3 +257,26 @@ async def test_write_while_the_device_is_down_is_refused_counted_and_audited(tmp
     finally:
         await rt.stop()
         await emu.stop()
+
+
+async def test_a_push_stream_that_ends_is_a_loss_and_the_runner_reconnects(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """No push driver ships yet, so the sim driver gets a run_push that delivers once and returns (as a server
+    closing its subscription would): the runner must reconnect, not sit 'up' while nothing arrives."""
+    cell = parse_cell(tomllib.loads(SIM_CELL.format(state=tmp_path / "s")), "cell.toml")
+    drv = cell.devices["s"].driver
+    pushes: list[int] = []
+
+    class PushOnce(type(drv)):  # type: ignore[misc]
+        async def run_push(self, deliver) -> None:
+            pushes.append(1)
+
+    drv.__class__ = PushOnce
+    rt = Runtime(cell, serve_metrics=False)
+    runner = rt.runners["s"]
+    await rt.start()
+    try:
+        await until(lambda: len(pushes) >= 3 and runner.connects >= 3)
+    finally:
+        await rt.stop()
+    assert "the push stream ended" in caplog.text
