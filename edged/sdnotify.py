@@ -28,6 +28,7 @@ def watchdog_interval_s() -> float | None:
     if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
         return None
     try:
-        return int(usec) / 2e6
+        value = int(usec)
     except ValueError:
         return None
+    return value / 2e6 if value > 0 else None  # 0 or a negative value would feed the watchdog in a busy loop
