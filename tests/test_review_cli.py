@@ -38,3 +38,49 @@ def test_demo_cell_takes_any_state_dir_path(tmp_path: Path) -> None:
     doc = tomllib.loads(demo_toml(odd, 9108, 1502, "localhost"))
     assert doc["cell"]["state_dir"] == str(odd)
     assert (doc["sink"]["upstream"]["host"], doc["sink"]["upstream"]["port"]) == ("localhost", 1883)
+
+
+async def test_read_json_is_strict_json_for_nan_and_infinity(tmp_path: Path) -> None:
+    """A float register holding NaN (a common sensor-fault value) must not make `edged read --json` print
+    the non-JSON literal NaN."""
+    import asyncio
+    import json
+
+    from daemon_support import free_port
+    from edged.cell import load_cell
+
+    cell_file = tmp_path / "cell.toml"
+    cell_file.write_text(f"""
+[cell]
+name = "n"
+[device.p]
+driver = "modbus"
+host = "127.0.0.1"
+port = {free_port()}
+[device.p.tag.temp]
+address = "hr:0"
+type = "float32"
+[device.p.tag.flow]
+address = "hr:2"
+type = "float32"
+""")
+    cell = load_cell(cell_file)
+    drv = cell.devices["p"].driver
+    emu = type(drv).emulator([drv])
+    await emu.start()
+    try:
+        emu.set_value(cell.tags["p.temp"], float("nan"))
+        emu.set_value(cell.tags["p.flow"], float("-inf"))
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edged", "read", "--json", "-c",
+                                                    str(cell_file), stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE, cwd=tmp_path)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        await emu.stop()
+    assert proc.returncode == 0, err.decode()
+
+    def reject(literal: str) -> None:
+        raise AssertionError(f"non-JSON literal {literal} in the output")
+
+    rows = json.loads(out, parse_constant=reject)
+    assert {r["tag"]: r["value"] for r in rows} == {"p.temp": "nan", "p.flow": "-inf"}

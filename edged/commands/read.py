@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import math
 import sys
 from typing import Any
 
@@ -82,7 +83,10 @@ def iso(ts_ns: int) -> str:
 
 def as_dict(r: Reading) -> dict[str, Any]:
     """A reading as a JSON-ready dict."""
-    return {"tag": r.tag.key, "value": r.value, "quality": Quality(r.quality).label, "ts": iso(r.ts_ns),
+    value = r.value
+    if isinstance(value, float) and not math.isfinite(value):
+        value = str(value)  # "nan", "inf", "-inf" as in the JSON lines sink: JSON has no literal for them
+    return {"tag": r.tag.key, "value": value, "quality": Quality(r.quality).label, "ts": iso(r.ts_ns),
             "unit": r.tag.unit}
 
 
@@ -92,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     tags = select_tags(cell, args.tags)
     readings, errors = asyncio.run(read_tags(cell, tags))
     if args.json:
-        json.dump([as_dict(r) for r in readings], sys.stdout, indent=1, default=str)
+        json.dump([as_dict(r) for r in readings], sys.stdout, indent=1, default=str, allow_nan=False)
         print()
     else:
         width = max((len(t.key) for t in tags), default=10)
