@@ -134,6 +134,7 @@ class Runtime:
         from edged.spool.spool import Spool
 
         cell = self.cell
+        _quiet_unretrieved_connection_errors(asyncio.get_running_loop())
         cell.state_dir.mkdir(parents=True, exist_ok=True)
         self.spool = Spool.open(cell.state_dir / "spool", cell.spool, [s.name for s in cell.sinks])
         register_spool_metrics(self.spool, self.registry)
@@ -164,11 +165,12 @@ class Runtime:
                  len(cell.tags), len(self.sinks), f", metrics on {self.metrics_url}" if self.metrics_url else "")
 
     async def stop(self) -> None:
-        """Stop devices first (no new data), then control, then drain nothing: the spool keeps what sinks did not ack."""
+        """Stop scans (no new data), then control (its last writes still reach open drivers), then close the
+        drivers, give sinks a moment to forward, and close the spool: it keeps what sinks did not ack."""
         await _cancel_all(self._tasks, "device")
-        await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
         if self.control is not None:
             await self.control.stop()
+        await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
         self._flush()
         await self._drain(self.drain_s)
         await _cancel_all(self._sink_tasks, "sink")
@@ -229,6 +231,30 @@ class Runtime:
 
 
 STOP_TIMEOUT_S = 5.0
+
+
+def _quiet_unretrieved_connection_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Log "Future exception was never retrieved" for connection errors at debug level.
+
+    Device libraries (pymodbus) leave futures failed with a connection error behind when a device
+    drops mid-request; the loss is already counted and logged once by the DeviceRunner, so asyncio's
+    default report (a traceback on stderr) would only be noise. Everything else keeps the default.
+    """
+    previous = loop.get_exception_handler()
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if "never retrieved" in context.get("message", "") and exc is not None and (
+                isinstance(exc, (ConnectionError, OSError, TimeoutError))
+                or type(exc).__name__ in ("ConnectionException", "ModbusIOException")):
+            log.debug("unretrieved connection error in a device library: %r", exc)
+            return
+        if previous is not None:
+            previous(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 RESTART_DELAY_S = (1.0, 30.0)
 
 

@@ -14,7 +14,7 @@ from edged.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example-cell.toml"
 ODD: list[Any] = [0, -1, 2**70, -2**70, 1.5, float("nan"), float("inf"), True, "", "x", "ü名", " ", "a.b",
-                  [], [1], ["a"], [{}], {}, {"x": 1}, "hr:0", "40001", "-1", 10**30]
+                  [], [1], ["a"], [{}], {}, {"x": 1}, "hr:0", "40001", "-1", 10**30, 10**400, -(10**400)]
 DELETE = object()
 
 

@@ -12,10 +12,12 @@ from pymodbus.exceptions import ConnectionException
 
 log = logging.getLogger(__name__)
 
-# pymodbus logs every failed connect ("Failed to connect", "Repeating....") at WARNING; edged already logs
-# each device state change once, so pymodbus's own messages are only shown at --log-level debug.
+# pymodbus logs every failed connect ("Failed to connect", "Repeating....") at WARNING, and every frame
+# of a peer speaking another protocol ("Invalid Modbus protocol id" plus hex dumps) at ERROR. edged
+# counts those errors by kind and logs each device state change once, so pymodbus's own messages would
+# only flood the journal: they are shown at --log-level debug only.
 if logging.getLogger().getEffectiveLevel() > logging.DEBUG and logging.getLogger("pymodbus").level == logging.NOTSET:
-    logging.getLogger("pymodbus").setLevel(logging.ERROR)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 # Our own timeout (asyncio.timeout around each request) always fires first: pymodbus's internal
 # response timeout is set well above it, and its retries and reconnect loop are switched off.

@@ -309,6 +309,9 @@ def _const_for(sec: Section, key: str, pin: Pin, value: Any) -> float | None:
     if kind in NUMERIC_KINDS and isinstance(value, bool):
         sec.error(key, f"expected {kind_name(kind)}, found {describe(value)}")
         return None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+        sec.error(key, f"expected a number within ±2**53 (block values are doubles), found {describe(value)}")
+        return None
     if kind == INT and not float(value).is_integer():
         sec.error(key, f"expected a whole number, found {describe(value)}")
         return None
