@@ -38,8 +38,7 @@ def parse_spool(sec: Section | None) -> SpoolSpec:
     spec.max_age_s = sec.get_float("max_age_s", spec.max_age_s, min=1.0) or spec.max_age_s
     spec.overflow = sec.get_str("overflow", spec.overflow, choices=list(OVERFLOW_POLICIES)) or spec.overflow
     spec.durability = sec.get_str("durability", spec.durability, choices=list(DURABILITY_LEVELS)) or spec.durability
-    spec.cache_samples = sec.get_int("cache_samples", spec.cache_samples, min=0,
-                                     max=100_000_000) if sec.has("cache_samples") else spec.cache_samples
+    spec.cache_samples = sec.get_int("cache_samples", spec.cache_samples, min=0, max=100_000_000)
     if spec.cache_samples is None:
         spec.cache_samples = SpoolSpec.cache_samples
     sec.finish()
