@@ -1,6 +1,7 @@
 """Helpers for tests that run edged as a real subprocess: start, wait for output, scrape and parse metrics."""
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -127,3 +128,12 @@ def eventually(check: Callable[[], object], timeout: float = 30.0, interval: flo
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what or check}: last={last!r}")
+
+
+async def until(cond: Callable[[], object], timeout: float = 30.0) -> None:
+    """In a coroutine: poll a condition until it holds (the timeout only bounds a failure, it is no timing check)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        assert loop.time() < end, "condition not reached"
+        await asyncio.sleep(0.02)

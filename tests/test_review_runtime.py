@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import free_port
+from daemon_support import free_port, until
 from edged.cell import parse_cell
 from edged.device import DeviceState
 from edged.errors import WriteRefused
@@ -54,14 +54,6 @@ scale = 0.001
 scan_ms = 100
 """
 
-
-async def until(cond, timeout: float = 30.0) -> None:
-    """Poll a condition until it holds (no timing assertion: the timeout only bounds a failure)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not reached"
-        await asyncio.sleep(0.02)
 
 
 async def test_no_stale_warning_after_a_reconnect(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

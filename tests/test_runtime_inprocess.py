@@ -5,7 +5,7 @@ import asyncio
 import tomllib
 from pathlib import Path
 
-from daemon_support import free_port
+from daemon_support import free_port, until
 from edged.cell import parse_cell
 from edged.runtime import Runtime
 from edged.tag import Quality
@@ -38,13 +38,6 @@ max = 100
 scan_ms = 100
 """
 
-
-async def until(cond, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not reached"
-        await asyncio.sleep(0.05)
 
 
 def make_cell(tmp_path: Path):
