@@ -122,7 +122,14 @@ class DeviceRunner:
         while True:
             self._lost.clear()
             try:
-                await self.driver.connect()
+                try:
+                    await self.driver.connect()
+                except (DeviceUnavailable, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # a driver bug or an unexpected library error: same as unreachable
+                    if self.state is not DeviceState.DOWN:
+                        log.error("device %s: connect failed unexpectedly: %r", self.name, exc, exc_info=exc)
+                    raise DeviceUnavailable(f"connect failed: {exc!r}") from exc
             except DeviceUnavailable as exc:
                 self.last_error = str(exc)
                 if self.state is not DeviceState.DOWN:

@@ -132,3 +132,48 @@ scan_ms = 20
     assert values == list(range(values[0], values[0] + len(values)))  # gap-free, in order, from the start
     assert calls["n"] >= 2
     assert "sink local failed; restarting it" in caplog.text
+
+
+async def test_an_unexpected_connect_error_marks_the_device_down_and_is_retried(tmp_path: Path, monkeypatch) -> None:
+    """A driver whose connect raises something other than DeviceUnavailable: down, tags bad, retried."""
+    from edged.device import DeviceState
+    from edged.drivers.sim.driver import SimDriver
+
+    real_connect = SimDriver.connect
+    calls = {"n": 0}
+
+    async def broken_then_fine(self) -> None:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise RuntimeError("injected library bug")
+        await real_connect(self)
+
+    monkeypatch.setattr(SimDriver, "connect", broken_then_fine)
+    cell = parse_cell(tomllib.loads(f'''
+[cell]
+name = "u"
+state_dir = "{tmp_path / 'state'}"
+[metrics]
+enabled = false
+[device.s]
+driver = "sim"
+backoff_initial_s = 0.05
+backoff_max_s = 0.1
+[device.s.tag.n]
+address = "counter"
+type = "uint64"
+scan_ms = 20
+'''), "cell.toml")
+    rt = Runtime(cell, serve_metrics=False)
+    await rt.start()
+    try:
+        await until(lambda: rt.runners["s"].state is DeviceState.DOWN or calls["n"] >= 3)
+        await until(lambda: rt.runners["s"].state is DeviceState.UP and rt.current.get("s.n", (0, 2, 0))[1] == 0)
+    finally:
+        await rt.stop()
+    assert calls["n"] >= 3
+    import json
+
+    rows = [json.loads(x) for x in (tmp_path / "state" / "samples.jsonl").read_text().splitlines()]
+    assert rows[0]["quality"] == "bad" and rows[0]["value"] is None   # down at once: tags marked bad
+    assert rows[-1]["quality"] == "good"                              # then retried and reading
