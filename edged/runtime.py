@@ -112,7 +112,10 @@ class Runtime:
         except (DeviceUnavailable, ReadFailed, OSError, asyncio.TimeoutError) as exc:
             log.warning("write %s = %r from %s failed: %s", key, checked, source, exc)
             return WriteResult(False, key, checked, old, f"{key}: write failed: {exc}")
-        log.info("audit: write %s from %s: %r -> %r", key, source, old, checked)
+        # Writes from people and upstream systems are audited; a control task's outputs (a PID may write
+        # every cycle) are counted in edged_control_writes_total and logged only at debug level.
+        log.log(logging.DEBUG if source == "control" else logging.INFO, "audit: write %s from %s: %r -> %r", key,
+                source, old, checked)
         return WriteResult(True, key, checked, old)
 
     async def write_tag(self, tag: Any, value: Any) -> None:
