@@ -222,11 +222,8 @@ def _parse_block(name: str, sec: Section, types: dict[str, BlockType | None], ta
     outs = sec.section("out")
     if outs is not None:
         for pin_name in outs.keys():
-            pin = btype.output(pin_name)
             ref = outs.get_str(pin_name)
-            if pin is None:
-                outs.error(pin_name, f"expected an output pin of {btype.name} "
-                                     f"({', '.join(p.name for p in btype.outputs)}), found {pin_name!r}")
+            if _output_pin(outs, btype, pin_name) is None:
                 continue
             if ref is None:
                 continue
@@ -238,11 +235,9 @@ def _parse_block(name: str, sec: Section, types: dict[str, BlockType | None], ta
     safe = sec.section("safe")
     if safe is not None:
         for pin_name in safe.keys():
-            pin = btype.output(pin_name)
             value = safe.get_scalar(pin_name)
+            pin = _output_pin(safe, btype, pin_name)
             if pin is None:
-                safe.error(pin_name, f"expected an output pin of {btype.name} "
-                                     f"({', '.join(p.name for p in btype.outputs)}), found {pin_name!r}")
                 continue
             v = _const_for(safe, pin_name, pin, value)
             if v is not None:
@@ -287,6 +282,15 @@ def _parse_source(ins: Section, pin: Pin, types: dict[str, BlockType | None],
         return None
     vtype = BOOL if isinstance(value, bool) else INT if isinstance(value, int) or pin.kind == INT else "num"
     return Source("const", value=v, vtype=vtype)
+
+
+def _output_pin(sec: Section, btype: BlockType, pin_name: str) -> Pin | None:
+    """The output pin of a block type named by a key of ``out`` or ``safe``, or None after an issue."""
+    pin = btype.output(pin_name)
+    if pin is None:
+        sec.error(pin_name, f"expected an output pin of {btype.name} "
+                            f"({', '.join(p.name for p in btype.outputs)}), found {pin_name!r}")
+    return pin
 
 
 def _const_for(sec: Section, key: str, pin: Pin, value: Any) -> float | None:
