@@ -41,6 +41,9 @@ class DriverStats:
     writes: int = 0
     writes_failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    # state of each part of a device that can fail on its own (a unit behind a Modbus gateway, an OPC UA
+    # subscription): label -> "up" | "silent" | "backoff" | "down"; exported per part by the metrics
+    unit_state: dict[str, str] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
         """Count one error of a kind (``timeout``, ``exception``, ``malformed``, ``connection``...)."""

@@ -36,5 +36,17 @@ class ReadFailed(Exception):
         self.kind = kind
 
 
+class WriteFailed(Exception):
+    """A write reached the driver but did not happen (the device refused it, or the driver refused the value).
+
+    ``kind`` says why: ``refused`` (nothing was sent), ``exception`` (the device answered with an error),
+    ``malformed`` (the answer could not be trusted), ``timeout``.
+    """
+
+    def __init__(self, message: str, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class WriteRefused(Exception):
     """A write was refused before reaching the device (unknown tag, read-only, type or range)."""
