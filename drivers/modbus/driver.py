@@ -9,7 +9,7 @@ from typing import Any
 from pymodbus.exceptions import ModbusException
 
 from edged.cext import codec
-from edged.driver import DeviceSpec, Driver, Emulator
+from edged.driver import DeviceSpec, Driver
 from edged.errors import DeviceUnavailable, ReadFailed
 from edged.schema import Section, describe
 from edged.tag import DataType, Quality, Reading, Tag
@@ -358,11 +358,3 @@ class ModbusDriver(Driver):
             reg = rsp.registers[0]
             reg = (reg | mask) if value else (reg & ~mask & 0xFFFF)
             return await link.call("write_register", timeout, address=a.offset, value=reg, device_id=unit)
-
-    # -- emulation ----------------------------------------------------------------------------
-    @classmethod
-    def emulator(cls, drivers: list[Driver]) -> Emulator:
-        """A pymodbus server per endpoint serving every unit of the given devices (see emulator.py)."""
-        from .emulator import ModbusEmulator
-
-        return ModbusEmulator([d for d in drivers if isinstance(d, ModbusDriver)])

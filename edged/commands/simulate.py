@@ -9,6 +9,7 @@ import sys
 from collections import defaultdict
 from typing import Any
 
+from edged.driver import emulator_for
 from edged.cell import Cell, load_cell
 from edged.errors import ConfigError, ConfigIssue
 
@@ -51,7 +52,7 @@ async def serve(cell: Cell, devices: list[str], values: list[tuple[Any, Any]], a
     started = []
     try:
         for devs in by_kind.values():
-            emu = type(devs[0].driver).emulator([d.driver for d in devs])
+            emu = emulator_for([d.driver for d in devs])
             await emu.start()
             started.append(emu)
             for d in devs:
