@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from array import array
+from dataclasses import replace
 from typing import Any
 
 from pymodbus.constants import ExcCodes
@@ -23,6 +24,7 @@ from edged.tag import Tag
 
 from .address import T_BIT, T_COIL, ModbusAddress, Table
 from .driver import ModbusDriver
+from .line import open_through_edged
 from .plan import unit_of
 
 log = logging.getLogger(__name__)
@@ -197,6 +199,7 @@ class ModbusEmulator(Emulator):
                                         baudrate=ser.baudrate, parity=ser.parity, bytesize=ser.bytesize,
                                         stopbits=ser.stopbits, ignore_missing_devices=True,
                                         trace_pdu=store.trace_pdu)
+            open_through_edged(server, replace(ser, port=peer))  # pty-tolerant, like the driver
         server.context = store  # our datastore: exact coverage, fault injection
         await server.serve_forever(background=True)
         self._servers.append(server)
