@@ -104,8 +104,8 @@ class Simulation:
         for key, gen in self.generators.items():
             tag = gen.tag
             emu = self.emulators.get(tag.device)
-            if emu is None:
-                continue
+            if emu is None or (tag.writable and t > 0.0):
+                continue  # a writable tag's generator gives its initial value; then it holds what is written
             try:
                 emu.set_value(tag, gen.value(t, dt, self._safe_read))
             except (ValueError, TypeError, OverflowError, KeyError) as exc:
