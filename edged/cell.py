@@ -147,7 +147,7 @@ def parse_cell(data: dict[str, Any], file: str, base_dir: Path | None = None) ->
     control = parse_control(root.sections("task"), tags)
     from edged.simulation.generators import parse_simulate
 
-    simulate = parse_simulate(root.section("simulate"), tags, base_dir)
+    simulate = parse_simulate(root.sections("simulate"), tags, base_dir)
     root.finish()
     issues.raise_if_any()
     return Cell(name=name, file=file, state_dir=state_dir, metrics=metrics, scans=scans, devices=devices,

@@ -90,7 +90,7 @@ address = "hr:2"
 type = "uint16"
 access = "write"
 
-[simulate.gw.a]
+[simulate.gw.tag.a]
 generator = "constant"
 value = 11
 """
@@ -132,28 +132,28 @@ def test_faults_through_the_control_api_and_the_command_line(tmp_path: Path) -> 
 
 def test_simulate_tables_are_checked_with_dotted_paths(tmp_path: Path) -> None:
     text = GATEWAY + """
-[simulate.gw.missing]
+[simulate.gw.tag.missing]
 generator = "sine"
 
-[simulate.gw.b]
+[simulate.gw.tag.b]
 generator = "wobble"
 
-[simulate.gw.sp]
+[simulate.gw.tag.sp]
 generator = "lag"
 follow = "gw.nothing"
 """
     with pytest.raises(ConfigError) as ei:
         parse_cell(tomllib.loads(text), "c.toml")
     msg = str(ei.value)
-    assert "simulate.gw.missing: expected a tag of the cell" in msg
-    assert "simulate.gw.b.generator: expected one of" in msg
-    assert "simulate.gw.sp.follow: expected a tag of the cell as DEVICE.TAG, found 'gw.nothing'" in msg
+    assert "simulate.gw.tag.missing: expected a tag of the cell" in msg
+    assert "simulate.gw.tag.b.generator: expected one of" in msg
+    assert "simulate.gw.tag.sp.follow: expected a tag of the cell as DEVICE.TAG, found 'gw.nothing'" in msg
 
 
 def test_generators_replay_a_csv_and_lag_converges(tmp_path: Path) -> None:
     (tmp_path / "trace.csv").write_text("time,tag,value\n0,gw.a,1\n1.5,gw.a,2\n3,gw.a,3\n")
     text = GATEWAY.replace('generator = "constant"\nvalue = 11', 'generator = "replay"\nfile = "trace.csv"') + """
-[simulate.gw.b]
+[simulate.gw.tag.b]
 generator = "lag"
 follow = "gw.sp"
 time_constant_s = 1.0

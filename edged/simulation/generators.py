@@ -1,4 +1,4 @@
-"""Per-tag value generators for `edged simulate`: the optional [simulate.<device>.<tag>] tables of a cell.
+"""Per-tag value generators for `edged simulate`: the optional [simulate.<device>.tag.<tag>] tables of a cell.
 
 Each generator gives the engineering value of one tag at time t (seconds since the simulation
 started). A ``lag`` generator links tags: the value follows another tag (typically a writable
@@ -82,25 +82,17 @@ def _typed(tag: Tag, v: Any) -> Any:
     return v
 
 
-def parse_simulate(sec: Section | None, tags: dict[str, Tag], base_dir: Path | None = None) -> dict[str, Generator]:
-    """Read [simulate.<device>.<tag>] tables into generators by tag key (issues recorded on ``sec``)."""
+def parse_simulate(sims: dict[str, Section], tags: dict[str, Tag], base_dir: Path | None = None
+                   ) -> dict[str, Generator]:
+    """Read the [simulate.<device>.tag.<tag>] tables into generators by tag key (issues recorded on the sections)."""
     out: dict[str, Generator] = {}
-    if sec is None:
-        return out
-    seed = sec.get_int("seed", 0, min=0, max=2**63 - 1) or 0
-    for dev in [k for k in sec.keys() if k != "seed"]:
-        dsec = sec.section(dev)
-        if dsec is None:
-            continue
-        for tname in dsec.keys():
-            tsec = dsec.section(tname)
-            if tsec is None:
-                continue
+    for dev, dsec in sims.items():
+        seed = dsec.get_int("seed", 0, min=0, max=2**63 - 1) or 0
+        for tname, tsec in dsec.sections("tag").items():
             key = f"{dev}.{tname}"
             tag = tags.get(key)
             if tag is None:
-                tsec.error(None, f"expected a tag of the cell ({dev}.<tag> under [device.{dev}.tag.<tag>]), "
-                                 f"found no tag {key!r}")
+                tsec.error(None, f"expected a tag of the cell ([device.{dev}.tag.{tname}]), found no tag {key!r}")
                 tsec.finish(also_known=tsec.keys())
                 continue
             gen = _parse_one(tsec, tag, tags, base_dir)
@@ -109,7 +101,6 @@ def parse_simulate(sec: Section | None, tags: dict[str, Tag], base_dir: Path | N
                 gen.rng.seed(seed ^ hash_key(key))
                 out[key] = gen
         dsec.finish()
-    sec.finish()
     return out
 
 
