@@ -34,8 +34,10 @@ class RuntimeStats:
 class Runtime:
     """The daemon: start() brings everything up in order, stop() takes it down without losing accepted data."""
 
-    def __init__(self, cell: Cell, *, registry: CollectorRegistry | None = None, serve_metrics: bool = True) -> None:
+    def __init__(self, cell: Cell, *, registry: CollectorRegistry | None = None, serve_metrics: bool = True,
+                 read_only: bool = False) -> None:
         self.cell = cell
+        self.read_only = read_only  # no write reaches any device, and no control task runs
         self.registry = registry or CollectorRegistry()
         self.stats = RuntimeStats()
         self.current: dict[str, tuple[Any, int, int]] = {}
@@ -97,6 +99,8 @@ class Runtime:
         tag = self.cell.tags.get(key)
         if tag is None:
             return self._refuse("unknown_tag", key, f"{key}: no such tag", source)
+        if self.read_only:
+            return self._refuse("read_only_mode", key, f"{key}: edged runs read-only (--read-only)", source)
         try:
             checked = check_write(tag, value)
         except WriteRefused as exc:
@@ -156,7 +160,9 @@ class Runtime:
                 else cell.metrics.port
             host = cell.metrics.host if ":" not in cell.metrics.host else f"[{cell.metrics.host}]"
             self.metrics_url = f"http://{host}:{port}/metrics"
-        if cell.control is not None:
+        if cell.control is not None and self.read_only:
+            log.warning("read-only: the cell's control tasks do not run and no write reaches a device")
+        elif cell.control is not None:
             from edged.control import ControlPlane
 
             self.control = ControlPlane(cell.control, cell.tags, self.registry)
