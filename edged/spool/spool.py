@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -41,9 +42,18 @@ LOSS_LOG_INTERVAL_S = 60.0
 CHUNK_OVERHEAD_BYTES = 64
 # a commit stores the queued samples as chunks of at most this many samples (drop_oldest frees whole chunks)
 CHUNK_MAX_SAMPLES = 2000
-# after a full disk, the spool holds at most what fitted (less this share) and tries the full size again later
+# Disk space. The write-ahead log is checkpointed into the database every WAL_CHECKPOINT_PAGES pages, so it
+# stays small and is reused. When the free space of the spool's disk falls below what the log may still grow
+# by plus DISK_MARGIN_BYTES, the spool stops growing: it holds at most the bytes it holds then, and the overflow
+# policy decides (drop_oldest: new chunks replace the oldest, whose database pages SQLite reuses). It grows
+# again once the disk has DISK_REGROW_BYTES more free. A commit that fails for a full disk anyway shrinks the
+# limit by FULL_DISK_HEADROOM and is retried once.
+WAL_CHECKPOINT_PAGES = 128
+WAL_MAX_BYTES = 2 * WAL_CHECKPOINT_PAGES * 4096
+DISK_MARGIN_BYTES = 256 * 1024
+DISK_REGROW_BYTES = 1024 * 1024
 FULL_DISK_HEADROOM = 0.1
-FULL_DISK_RETRY_S = 60.0
+FULL_DISK_RETRY_S = 60.0  # after a failed commit, grow again no sooner than this (free space may be a quota)
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _now_ns = time.time_ns  # wall clock of append times (replaceable in tests)
 
@@ -209,8 +219,9 @@ class Spool:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._last_commit = time.monotonic()
-        self._full_limit: int | None = None
-        self._full_since = 0.0
+        self._full_limit: int | None = None  # bytes the disk has room for (None: max_bytes applies)
+        self._full_free = 0  # free disk bytes when _full_limit was last lowered
+        self._full_failed_at = -FULL_DISK_RETRY_S  # monotonic time of the last commit that failed for a full disk
         self._dropped_total = 0
         self._queue_dropped = 0
         self._gaps_total = 0
@@ -265,7 +276,8 @@ class Spool:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if spec.durability == 'batch' else 'NORMAL'}")
-            db.execute("PRAGMA journal_size_limit=16777216")
+            db.execute("PRAGMA journal_size_limit=4194304")
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             db.executescript(_SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
             if row is None:
@@ -409,11 +421,9 @@ class Spool:
             with self._lock:
                 self._changes.merge(changes)
                 self._unstage(staged)
-                self._full_limit = int(self._bytes * (1 - FULL_DISK_HEADROOM))  # what fitted, less headroom
-                self._full_since = time.monotonic()
-                log.warning("spool: the disk is full; the spool now holds at most %d bytes (dropping the oldest "
-                            "chunks) and tries its configured max_bytes again in %.0f s", self._full_limit,
-                            FULL_DISK_RETRY_S)
+                held = self._bytes if self._full_limit is None else min(self._bytes, self._full_limit)
+                self._full_failed_at = time.monotonic()
+                self._lower_limit(int(held * (1 - FULL_DISK_HEADROOM)), None)
                 staged = self._stage([(st.samples, st.blob, [st.samples]) for st in staged], now)
                 changes = self._take_changes()
             ok, exc = self._commit(staged, changes)
@@ -439,8 +449,7 @@ class Spool:
         A chunk that does not fit is tried again as the appends it was made of, so the policy drops
         what it would have dropped without group commit (whole appends, not whole commits)."""
         self._expire(now)
-        if self._full_limit is not None and time.monotonic() - self._full_since >= FULL_DISK_RETRY_S:
-            self._full_limit = None
+        self._check_disk()
         staged: list[_Staged] = []
         for samples, blob, parts in blobs:
             if self._make_room(len(blob) + CHUNK_OVERHEAD_BYTES):
@@ -456,6 +465,39 @@ class Spool:
                 else:
                     self._drop_new(part, "full")
         return staged
+
+    def _check_disk(self) -> None:
+        """Stop growing when the disk is nearly full; grow again when space came back (see DISK_MARGIN_BYTES)."""
+        try:
+            st = os.statvfs(self.directory)
+            free = st.f_bavail * st.f_frsize
+            wal = os.stat(self.directory / f"{DB_NAME}-wal").st_size
+        except FileNotFoundError:
+            wal = 0
+        except OSError:
+            return
+        reserve = max(0, WAL_MAX_BYTES - wal) + DISK_MARGIN_BYTES
+        if free < reserve:
+            if self._full_limit is None:
+                self._lower_limit(self._bytes, free)
+            elif free < self._full_free - DISK_MARGIN_BYTES // 2:  # still shrinking (the log, other files)
+                self._lower_limit(int(min(self._bytes, self._full_limit) * (1 - FULL_DISK_HEADROOM)), free)
+        elif (self._full_limit is not None and free >= reserve + DISK_REGROW_BYTES
+              and time.monotonic() - self._full_failed_at >= FULL_DISK_RETRY_S):
+            log.info("spool: %s has free space again (%d bytes); the spool may grow to max_bytes", self.directory,
+                     free)
+            self._full_limit = None
+
+    def _lower_limit(self, limit: int, free: int | None) -> None:
+        """Hold at most limit bytes (free: the free disk bytes measured, None after a failed commit)."""
+        if self._full_limit is None:
+            log.warning("spool: the disk of %s is %s: the spool holds at most %d bytes until there is room "
+                        "again; %s", self.directory, "full" if free is None else f"nearly full ({free} bytes free)",
+                        limit, "new samples replace the oldest" if self.spec.overflow == "drop_oldest"
+                        else "new samples are dropped")
+        self._full_limit = limit
+        if free is not None:
+            self._full_free = free
 
     def _stage_one(self, staged: list[_Staged], samples: list[Sample], blob: bytes, now: int) -> None:
         first = self._next_seq
