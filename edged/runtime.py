@@ -77,8 +77,8 @@ class Runtime:
         """Queue samples for the spool (the only way data reaches sinks).
 
         Samples produced in one turn of the event loop (scans of several devices, control outputs)
-        go to the spool in one append: one commit, and with ``durability = "batch"`` one fsync,
-        instead of one per scan.
+        go to the spool in one append: an in-memory hand-over to the spool's writer thread, which
+        commits (and fsyncs) at most every ``commit_interval_ms``; acquisition never waits for the disk.
         """
         self.stats.samples += len(samples)
         if self.spool is None:
