@@ -28,6 +28,7 @@ class RuntimeStats:
 
     values: int = 0
     samples: int = 0
+    tasks: int = 0  # asyncio tasks alive at the last count
     writes_refused: dict[str, int] = field(default_factory=dict)
 
 
@@ -169,8 +170,15 @@ class Runtime:
             self.control.start(asyncio.get_running_loop(), self.append, self.write_tag)
         for name, runner in self.runners.items():
             self._tasks.append(asyncio.create_task(_supervise(runner.run, f"device {name}"), name=f"device:{name}"))
+        self._tasks.append(asyncio.create_task(self._count_tasks(), name="count-tasks"))
         log.info("cell %s running: %d device(s), %d tag(s), %d sink(s)%s", cell.name, len(self.runners),
                  len(cell.tags), len(self.sinks), f", metrics on {self.metrics_url}" if self.metrics_url else "")
+
+    async def _count_tasks(self, every_s: float = 5.0) -> None:
+        """Keep the number of asyncio tasks for the metrics (a leak shows as a rising edged_asyncio_tasks)."""
+        while True:
+            self.stats.tasks = len(asyncio.all_tasks())
+            await asyncio.sleep(every_s)
 
     async def stop(self) -> None:
         """Stop scans (no new data), then control (its last writes still reach open drivers), then close the
