@@ -160,7 +160,7 @@ class Runtime:
         if cell.control is not None:
             from edged.control import ControlPlane
 
-            self.control = ControlPlane(cell.control, cell.tags, self.registry)
+            self.control = ControlPlane(cell.control, cell.tags, self.registry, state_dir=cell.state_dir)
             self.control.start(asyncio.get_running_loop(), self.append, self.write_tag)
         for name, runner in self.runners.items():
             self._tasks.append(asyncio.create_task(_supervise(runner.run, f"device {name}"), name=f"device:{name}"))

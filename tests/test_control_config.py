@@ -158,10 +158,11 @@ def test_bad_references_and_pins() -> None:
         "task.fast.block.c.type": "expected one of 'AND', 'OR', 'XOR', 'NOT', 'GT', 'GE', 'LT', 'LE', 'EQ', "
                                   "'NE', 'R_TRIG', 'F_TRIG', 'TON', 'TOF', 'TP', 'CTU', 'CTD', 'CTUD', 'SR', "
                                   "'RS', 'ADD', 'SUB', 'MUL', 'DIV', 'MIN', 'MAX', 'LIMIT', 'SEL', 'MOVE', "
-                                  "'SCALE', 'PID', 'RAMP', 'LPF', 'MAVG', 'Z1', 'QUALITY', found 'Frobnicate'",
+                                  "'SCALE', 'PID', 'RAMP', 'LPF', 'MAVG', 'Z1', 'QUALITY', 'HEARTBEAT', "
+                                  "found 'Frobnicate'",
         "task.fast.block.d.in.CU": "expected a tag (device.tag), a block output (block.PIN) or a constant, "
                                    "found string 'nodot'",
-        "task.fast.block.d.colour": "unknown key (allowed here: bad_after_ms, deadband, in, out, report, safe, "
+        "task.fast.block.d.colour": "unknown key (allowed here: bad_after_ms, deadband, in, out, report, retain, safe, "
                                     "type)",
     }
 

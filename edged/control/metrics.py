@@ -50,7 +50,7 @@ class ControlCollector:
         period = GaugeMetricFamily("edged_cycle_period_seconds", "Configured cycle period.", labels=["task"])
         running = GaugeMetricFamily("edged_cycle_running", "1 while the task's cycle thread runs.", labels=["task"])
         requested = GaugeMetricFamily("edged_cycle_realtime_requested",
-                                      "1 when the task asks for priority, affinity or mlock.", labels=["task", "what"])
+                                      "1 when the task asks for priority, affinity, mlock or a CPU wake-up latency.", labels=["task", "what"])
         granted = GaugeMetricFamily("edged_cycle_realtime_granted",
                                     "1 when the OS granted what the task asked for (0 if refused or not asked).",
                                     labels=["task", "what"])
@@ -70,7 +70,8 @@ class ControlCollector:
             running.add_metric([name], 1.0 if th.running else 0.0)
             for what, asked, rc in (("priority", ts.priority > 0, th.prio_errno),
                                     ("affinity", ts.cpu >= 0, th.cpu_errno),
-                                    ("mlock", ts.mlock, self.plane.mlock_errno)):
+                                    ("mlock", ts.mlock, self.plane.mlock_errno),
+                                    ("cpu_dma_latency", ts.cpu_dma_latency_us >= 0, self.plane.dma_latency_errno)):
                 requested.add_metric([name, what], 1.0 if asked else 0.0)
                 granted.add_metric([name, what], 1.0 if asked and rc == 0 else 0.0)
             samples.add_metric([name], r.samples)
