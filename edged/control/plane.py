@@ -252,12 +252,13 @@ class ControlPlane:
         self._save_retained(run)
         await self.write_safe_outputs(run)
 
-    async def write_safe_outputs(self, run: TaskRun, timeout_s: float = SAFE_WRITE_TIMEOUT_S) -> int:
+    async def write_safe_outputs(self, run: TaskRun, timeout_s: float | None = None) -> int:
         """Write the safe value of every output of a stopped task that has one; each write is logged.
 
         Returns the number of outputs the device accepted. All writes run at once and are bounded by
         timeout_s together: a device that does not answer cannot hold up shutdown.
         """
+        timeout_s = SAFE_WRITE_TIMEOUT_S if timeout_s is None else timeout_s
         todo = [(st, output_value(st.tag, st.safe)) for st in run.out_states if st.safe is not None]
         if not todo or self._write is None:
             return 0
