@@ -68,6 +68,8 @@ cdef extern from *:
         return ENOSYS;
     #endif
     }
+    /* Name the calling thread (ps -L, top -H, perf and ftrace show it): at most 15 characters. */
+    static void ctl_set_name(const char *name) { prctl(PR_SET_NAME, (unsigned long)name, 0UL, 0UL, 0UL); }
     static int ctl_mlockall(void) { return mlockall(MCL_CURRENT | MCL_FUTURE) == 0 ? 0 : errno; }
     static void ctl_wake(int fd) { uint64_t one = 1; ssize_t r = write(fd, &one, sizeof one); (void)r; }
 
@@ -146,6 +148,7 @@ cdef extern from *:
     int ctl_set_fifo(int prio) nogil
     int ctl_set_cpu(int cpu) nogil
     int ctl_mlockall() nogil
+    void ctl_set_name(const char* name) nogil
     int ctl_tune_other(uint64_t slice_ns) nogil
     void ctl_wake(int fd) nogil
 
