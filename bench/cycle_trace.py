@@ -96,6 +96,12 @@ def analyse(script: str) -> dict[str, Any]:
         "total_S_minus_D_us": {"p50": _q(sd, 0.5), "p99": _q(sd, 0.99)},
         "E_minus_D_from_idle_p50_us": _q([(c["E"] - c["D"]) / 1000 for c in idle], 0.5),
         "E_minus_D_from_busy_p50_us": _q([(c["E"] - c["D"]) / 1000 for c in busy], 0.5),
+        "S_minus_W_from_idle_p50_us": _q([(c["S"] - c["W"]) / 1000 for c in idle], 0.5),
+        "S_minus_W_from_busy_p50_us": _q([(c["S"] - c["W"]) / 1000 for c in busy], 0.5),
+        "S_minus_D_from_idle_us": {"p50": _q([(c["S"] - c["D"]) / 1000 for c in idle], 0.5),
+                                   "p99": _q([(c["S"] - c["D"]) / 1000 for c in idle], 0.99)},
+        "S_minus_D_from_busy_us": {"p50": _q([(c["S"] - c["D"]) / 1000 for c in busy], 0.5),
+                                   "p99": _q([(c["S"] - c["D"]) / 1000 for c in busy], 0.99)},
     }
 
 
@@ -140,8 +146,12 @@ def main() -> int:
         for k in ("interrupt_E_minus_D_us", "wakeup_W_minus_E_us", "switch_S_minus_W_us", "total_S_minus_D_us",
                   "thread_lateness_us"):
             print(f"  {k:<26} p50 {r[k]['p50']:8.1f}  p99 {r[k]['p99']:8.1f}")
-        print(f"  E-D p50 when the CPU was idle {r['E_minus_D_from_idle_p50_us']:.1f} us, "
-              f"when it was busy {r['E_minus_D_from_busy_p50_us']:.1f} us")
+        print(f"  CPU idle at expiry: E-D p50 {r['E_minus_D_from_idle_p50_us']:.1f}, S-W p50 "
+              f"{r['S_minus_W_from_idle_p50_us']:.1f}, S-D p50/p99 {r['S_minus_D_from_idle_us']['p50']:.1f} / "
+              f"{r['S_minus_D_from_idle_us']['p99']:.1f} us")
+        print(f"  CPU busy at expiry: E-D p50 {r['E_minus_D_from_busy_p50_us']:.1f}, S-W p50 "
+              f"{r['S_minus_W_from_busy_p50_us']:.1f}, S-D p50/p99 {r['S_minus_D_from_busy_us']['p50']:.1f} / "
+              f"{r['S_minus_D_from_busy_us']['p99']:.1f} us")
     return 0
 
 
