@@ -69,6 +69,7 @@ def test_compare_runs_cyclictest_side_by_side() -> None:
     r = json.loads(res.stdout)
     for run in (r["edged"]["idle"], r["edged"]["load"]):
         assert run["cycles"] > 0 and run["p50_us"] <= run["p99_us"] <= run["max_us"]
+        assert run["page_faults"]["major"] >= 0 and run["page_faults"]["minor"] >= 0
     assert r["edged"]["load"]["load"] is True and r["edged"]["idle"]["load"] is False
     ct = r["cyclictest"]
     assert ct["installed"] is True

@@ -61,6 +61,21 @@ class _Burner:
             self.t.join()
 
 
+def cycle_thread_faults() -> tuple[int, int] | None:
+    """(minor, major) page faults of this process's edged-cycle thread so far (None if there is none, or several)."""
+    found = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().strip() == "edged-cycle":
+                    with open(f"/proc/self/task/{tid}/stat") as g:
+                        fields = g.read().rsplit(")", 1)[1].split()
+                    found.append((int(fields[7]), int(fields[9])))
+    except (OSError, ValueError, IndexError):
+        return None
+    return found[0] if len(found) == 1 else None
+
+
 def measure(period_us: int, seconds: float, blocks: int = 0, load: bool = False, priority: int = 0,
             cpu: int = -1, mlock: bool = False, budget_us: float | None = None) -> dict[str, Any]:
     """Run a cycle thread for a while and return lateness quantiles (us), overruns and grants."""
@@ -78,7 +93,9 @@ def measure(period_us: int, seconds: float, blocks: int = 0, load: bool = False,
     with _Burner(load):
         thread.start()
         try:
+            f0 = cycle_thread_faults()
             time.sleep(seconds)
+            f1 = cycle_thread_faults()
         finally:
             thread.stop()
     p50, p99, p999 = thread.quantiles("lateness", [0.5, 0.99, 0.999])
@@ -89,6 +106,7 @@ def measure(period_us: int, seconds: float, blocks: int = 0, load: bool = False,
         "p50_us": p50 / 1000, "p99_us": p99 / 1000, "p999_us": p999 / 1000,
         "max_us": thread.max_ns("lateness") / 1000,
         "exec_p50_us": e50 / 1000, "exec_p99_us": e99 / 1000, "exec_max_us": thread.max_ns("execution") / 1000,
+        "page_faults": ({"minor": f1[0] - f0[0], "major": f1[1] - f0[1]} if f0 and f1 else None),
         "priority": {"requested": priority, "granted": priority > 0 and thread.prio_errno == 0,
                      "error": _err(thread.prio_errno)},
         "affinity": {"requested": cpu, "granted": cpu >= 0 and thread.cpu_errno == 0, "error": _err(thread.cpu_errno)},
@@ -316,6 +334,9 @@ def run(args: argparse.Namespace) -> int:
           f"p99.9 {res['p999_us']:.1f} us  max {res['max_us']:.1f} us")
     print(f"execution: p50 {res['exec_p50_us']:.1f} us  p99 {res['exec_p99_us']:.1f} us  max {res['exec_max_us']:.1f} us")
     print(f"overruns: {res['overruns']} (skipped cycles {res['skipped']})")
+    if res["page_faults"] is not None:
+        print(f"page faults of the cycle thread while running: {res['page_faults']['minor']} minor, "
+              f"{res['page_faults']['major']} major")
     for what in ("priority", "affinity", "mlock", "cpu_dma_latency"):
         r = res[what]
         if r["requested"] not in (0, -1, False):
