@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,7 @@ class RetainStore:
         self.last: list[tuple[float, ...]] | None = None
         self.saves = 0
         self.failing = False
+        self._lock = threading.Lock()   # a periodic save in a worker thread may meet the final one at stop
 
     def load(self) -> list[State | None]:
         """The state of each retained block (None: starts cold). A bad file is reported, set aside, ignored whole."""
@@ -123,6 +125,10 @@ class RetainStore:
 
     def save(self, states: list[tuple[float, ...]]) -> bool:
         """Write the file atomically (temporary file, fsync, rename) if the state changed; False on failure."""
+        with self._lock:
+            return self._save(states)
+
+    def _save(self, states: list[tuple[float, ...]]) -> bool:
         if states == self.last:
             return True
         data = encode(self.task, self.names, self.types, states)
