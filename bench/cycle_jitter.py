@@ -164,6 +164,7 @@ def run_cyclictest(period_us: int, seconds: float, priority: int, hold_dma_laten
         res = cyclictest.run(period_us, seconds, priority, -1, mlock=True, hold_dma_latency=hold_dma_latency)
     if res is not None and "error" not in res:
         res["rt"] = priority > 0
+        res.pop("hist", None)
     return res
 
 

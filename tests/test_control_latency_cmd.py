@@ -70,12 +70,16 @@ def test_compare_runs_cyclictest_side_by_side() -> None:
     for run in (r["edged"]["idle"], r["edged"]["load"]):
         assert run["cycles"] > 0 and run["p50_us"] <= run["p99_us"] <= run["max_us"]
         assert run["page_faults"]["major"] >= 0 and run["page_faults"]["minor"] >= 0
+        cum = run["distribution"]["cumulative"]
+        assert cum == sorted(cum) and cum[-1] <= run["distribution"]["total"] == run["cycles"]
     assert r["edged"]["load"]["load"] is True and r["edged"]["idle"]["load"] is False
     ct = r["cyclictest"]
     assert ct["installed"] is True
     for run in (ct["idle"], ct["load"]):
         assert "error" not in run, run
         assert run["n"] == 150 and run["p50_us"] <= run["p99_us"] <= run["max_us"]
+        cum = run["distribution"]["cumulative"]
+        assert cum == sorted(cum) and cum[-1] <= run["distribution"]["total"] == 150
         assert "-i 2000 -l 150" in run["cmd"]
     assert r["ratios"]["p99_over_cyclictest_load"] == pytest.approx(r["edged"]["load"]["p99_us"] / ct["load"]["p99_us"])
     assert r["verdict"]["answer"] == "yes"

@@ -333,13 +333,17 @@ async def test_remove_task_stops_it_and_writes_its_safe_values(tmp_path) -> None
         in = { IN = 4 }
         out = { OUT = "press1.machine_state" }
         safe = { OUT = 0 }
-    """, TAGS), TAGS, CollectorRegistry(), state_dir=tmp_path)
+    """, TAGS), TAGS, reg := CollectorRegistry(), state_dir=tmp_path)
     plane.start(asyncio.get_running_loop(), rec.on_samples, rec.write)
     try:
         plane.update([reading("press1.part_sensor", True)])
         await wait_until(lambda: rec.last("press1.alarm") is True and rec.last("press1.machine_state") == 4,
                          what="outputs written")
         await wait_until(lambda: (plane.tasks[0].program.retained() or [[0]])[0][0] == 1.0, what="counted")
+        text = generate_latest(reg).decode()
+        assert 'edged_control_retain_failing{task="fast"} 0.0' in text
+        assert 'edged_control_retain_saves_total{task="fast"}' in text
+        assert 'edged_control_retain_saves_total{task="slow"}' not in text     # nothing retained there
         await plane.remove_task("fast")
         assert [t.spec.name for t in plane.tasks] == ["slow"]
         assert rec.last("press1.alarm") is False

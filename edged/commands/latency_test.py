@@ -13,6 +13,8 @@ import time
 from typing import Any
 
 NAME = "latency-test"
+HIST_LE_US = (5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000, 10_000, 100_000)
+"""Upper bounds (us) of the coarse lateness distribution printed with --json (cumulative counts)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -115,6 +117,8 @@ def measure(period_us: int, seconds: float, blocks: int = 0, load: bool = False,
     if budget_us is not None:
         counts, total, _ = thread.histogram("lateness", [int(budget_us * 1000)])
         res["over_budget"] = total - counts[0]
+    counts, total, _ = thread.histogram("lateness", [le * 1000 for le in HIST_LE_US])
+    res["distribution"] = {"le_us": list(HIST_LE_US), "cumulative": counts, "total": total}
     return res
 
 
@@ -126,8 +130,13 @@ def _cyclictest(args: argparse.Namespace, load: bool, held: bool) -> dict[str, A
     from edged.control import cyclictest
 
     with _Burner(load):
-        return cyclictest.run(args.period_us, args.seconds, args.priority, args.cpu, mlock=True,
-                              hold_dma_latency=held)
+        res = cyclictest.run(args.period_us, args.seconds, args.priority, args.cpu, mlock=True,
+                             hold_dma_latency=held)
+    if res is not None and "hist" in res:
+        hist = res.pop("hist")
+        res["distribution"] = {"le_us": list(HIST_LE_US), "total": res["n"],
+                               "cumulative": [sum(c for us, c in hist if us < le) for le in HIST_LE_US]}
+    return res
 
 
 def machine_facts() -> dict[str, Any]:

@@ -31,7 +31,8 @@ def command(exe: str, period_us: int, seconds: float, priority: int = 0, cpu: in
 
 
 def parse(stdout: str) -> dict[str, Any]:
-    """Quantiles (us) from cyclictest's -h histogram output: p50, p99, p99.9, max and the sample count."""
+    """Quantiles (us) from cyclictest's -h histogram output: p50, p99, p99.9, max, the sample count and
+    the histogram itself as (us, count) rows (bucket us holds wake-ups of us to us + 1 microseconds)."""
     hist: list[tuple[int, int]] = []
     maxv, overflows = 0, 0
     for line in stdout.splitlines():
@@ -55,7 +56,8 @@ def parse(stdout: str) -> dict[str, Any]:
                 return float(us)
         return float(maxv)
 
-    return {"p50_us": q(0.5), "p99_us": q(0.99), "p999_us": q(0.999), "max_us": float(maxv), "n": total}
+    return {"p50_us": q(0.5), "p99_us": q(0.99), "p999_us": q(0.999), "max_us": float(maxv), "n": total,
+            "hist": hist}
 
 
 def run(period_us: int, seconds: float, priority: int = 0, cpu: int = -1, mlock: bool = True,

@@ -60,8 +60,16 @@ class ControlCollector:
         writes = CounterMetricFamily("edged_control_writes", "Block outputs written to tags.", labels=["task", "tag"])
         failed = CounterMetricFamily("edged_control_write_failures", "Block output writes that failed.",
                                      labels=["task", "tag"])
+        retain_saves = CounterMetricFamily("edged_control_retain_saves",
+                                           "Saves of the task's retained block state to the state folder.",
+                                           labels=["task"])
+        retain_failing = GaugeMetricFamily("edged_control_retain_failing",
+                                           "1 while saving the task's retained state fails.", labels=["task"])
         for r in runs:
             name, th, ts = r.spec.name, r.thread, r.spec
+            if r.retain is not None:
+                retain_saves.add_metric([name], r.retain.saves)
+                retain_failing.add_metric([name], 1.0 if r.retain.failing else 0.0)
             cycles.add_metric([name], th.cycles)
             overruns.add_metric([name], th.overruns)
             skipped.add_metric([name], th.skipped)
@@ -79,4 +87,5 @@ class ControlCollector:
             for st in r.out_states:
                 writes.add_metric([name, st.tag.key], st.writes)
                 failed.add_metric([name, st.tag.key], st.failures)
-        yield from (cycles, overruns, skipped, stale, period, running, requested, granted, samples, dropped, writes, failed)
+        yield from (cycles, overruns, skipped, stale, period, running, requested, granted, samples, dropped, writes, failed,
+                    retain_saves, retain_failing)
