@@ -199,7 +199,8 @@ def suggestions(args: argparse.Namespace, res: dict[str, Any], facts: dict[str, 
     if deep and args.cpu_dma_latency < 0:
         names = ", ".join(f"{s['name']} ({s['exit_latency_us']} us)" for s in deep)
         out.append(f"cpu_dma_latency_us = 0: idle CPUs enter {names} and pay its exit latency on every wake-up "
-                   f"(cyclictest holds this request by default); it costs power, a CPU stays busy polling")
+                   f"(cyclictest holds this request by default); it costs power, a CPU stays busy polling; "
+                   f"system-wide instead: cpupower idle-set -D 0")
     if facts["idle_driver"] == "haltpoll":
         out.append("this is a virtual machine (cpuidle haltpoll): an idle vCPU wakes through the hypervisor"
                    f"{'' if args.cpu_dma_latency >= 0 else '; cpu_dma_latency_us = 0 avoids it'}; "
