@@ -168,11 +168,12 @@ class Runtime:
                  len(cell.tags), len(self.sinks), f", metrics on {self.metrics_url}" if self.metrics_url else "")
 
     async def stop(self) -> None:
-        """Stop scans (no new data), then control (its last writes still reach open drivers), then close the
-        drivers, give sinks a moment to forward, and close the spool: it keeps what sinks did not ack."""
-        await _cancel_all(self._tasks, "device")
+        """Stop control first (its safe values are written while the devices are still connected and
+        scanned), then scans (no new data), then close the drivers, give sinks a moment to forward, and
+        close the spool: it keeps what sinks did not ack."""
         if self.control is not None:
             await self.control.stop()
+        await _cancel_all(self._tasks, "device")
         await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
         self._flush()
         await self._drain(self.drain_s)

@@ -139,7 +139,7 @@ def test_sigterm_writes_safe_values_to_the_device(tmp_path: Path) -> None:
             rc = d.stop()
         assert rc == 0, d.stderr
         # after the daemon exited, the device holds the safe values, and each write was logged
-        assert emu.get("press1.motor_enable") is False
+        assert emu.get("press1.motor_enable") is False, d.stderr
         assert emu.get("press1.speed_sp") == 0
     assert "stop: wrote safe value press1.motor_enable = False" in d.stderr
     assert "stop: wrote safe value press1.speed_sp = 0" in d.stderr
@@ -157,9 +157,8 @@ def test_retained_counter_continues_after_a_daemon_restart(tmp_path: Path) -> No
             assert d.stop() == 0, d.stderr
         saved = decode(retain_path(state, "fast").read_bytes(), "fast")
         assert saved["parts"][0] == "CTU"
-        n1 = saved["parts"][1][0]
-        assert n1 >= 5 and n1 == _samples(state, "parts.CV")[-1]
-        first_run = len(_samples(state, "parts.CV"))
+        n1 = int(saved["parts"][1][0])
+        assert n1 >= 5
 
         emu.set("press1.good_parts", 0)           # the device forgets: only the retained state can continue
         d2 = Proc(["run", "-c", str(path)], tmp_path)
@@ -168,10 +167,12 @@ def test_retained_counter_continues_after_a_daemon_restart(tmp_path: Path) -> No
             eventually(lambda: (emu.get("press1.good_parts") or 0) > n1, 30, what="counting on from the retained value")
         finally:
             assert d2.stop() == 0, d2.stderr
-    second = _samples(state, "parts.CV")[first_run:]
-    # the first cycle after the restart reports the retained count, then it counts on by one
-    assert second[0] == n1
-    assert second == list(range(int(n1), int(n1) + len(second)))
+    cv = _samples(state, "parts.CV")
+    # one count across both runs: 0, 1, ... n1 (stop) n1 (the first cycle after the restart reports the
+    # retained count), n1 + 1, ... A cold restart would report 0 again.
+    assert cv.count(n1) == 2
+    steps = [v for i, v in enumerate(cv) if i == 0 or v != cv[i - 1]]
+    assert steps == list(range(0, steps[-1] + 1)) and steps[-1] > n1
 
 
 def test_a_corrupted_retain_file_is_reported_and_the_block_starts_cold(tmp_path: Path) -> None:
@@ -193,4 +194,4 @@ def test_a_corrupted_retain_file_is_reported_and_the_block_starts_cold(tmp_path:
     cv = _samples(state, "parts.CV")
     assert cv[0] == 0 and max(cv) < 500         # cold: nothing of the rejected file was loaded
     assert (f.parent / "fast.json.bad").read_text() == good
-    assert decode(f.read_bytes(), "fast")["parts"][1][0] == cv[-1]   # a good file replaced it
+    assert cv[-1] <= decode(f.read_bytes(), "fast")["parts"][1][0] < 500   # a good file replaced it
