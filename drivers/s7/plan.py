@@ -90,12 +90,19 @@ def build_plan(tags: list[Tag], pdu_size: int, max_gap: int = DEFAULT_MAX_GAP,
         items.append(ReadItem(area=int(a.area), db_number=a.db if a.area is Area.DB else 0, byte_offset=a.byte,
                               bit_offset=0, byte_length=a.size, index=i))
     blocks = merge_items(sort_items(items), max_gap=max_gap, max_block_size=limit)
-    packets = packetize(blocks, pdu_size)
+    # the library packs by PDU budget; re-pack its blocks in the same order with the item limit as well
     out: list[Packet] = []
-    for pkt in packets:
-        mine = [_block(blk, tags) for blk in pkt.blocks]
-        for k in range(0, len(mine), max_items):
-            out.append(Packet(mine[k:k + max_items]))
+    current: list[Block] = []
+    for pkt in packetize(blocks, pdu_size):
+        for blk in pkt.blocks:
+            block = _block(blk, tags)
+            if current and (len(current) >= max_items or Packet(current + [block]).request_bytes() > pdu_size
+                            or Packet(current + [block]).response_bytes() > pdu_size):
+                out.append(Packet(current))
+                current = []
+            current.append(block)
+    if current:
+        out.append(Packet(current))
     return out
 
 
