@@ -477,6 +477,7 @@ class S7Driver(Driver):
         quality = Quality.UNCERTAIN if self.cpu_state == CPU_STOP else Quality.GOOD
         out: list[Reading] = []
         failures: list[S7Failure] = []
+        failed_blocks = 0
         for packet in packets:
             try:
                 results = await self._call(self._read_blocking, packet)
@@ -486,9 +487,11 @@ class S7Driver(Driver):
                 self._report(("hdr", group, id(packet)), f.kind, str(f))
                 self.stats.error(f.kind)
                 failures.append(f)
+                failed_blocks += len(packet.blocks)
                 out.extend(self._bad(packet.tags))
                 continue
             self.stats.requests += 1
+            self._recovered(("hdr", group, id(packet)))
             ts = time.time_ns()
             for block, (rc, data) in zip(packet.blocks, results):
                 if rc != ITEM_OK or data is None:
@@ -498,6 +501,7 @@ class S7Driver(Driver):
                     self._report(("item", s.area, s.db, s.start, s.count), f.kind,
                                  f"{f}; tags {', '.join(t.name for t in block.tags)} get bad quality")
                     failures.append(f)
+                    failed_blocks += 1
                     out.extend(self._bad(block.tags, ts))
                     continue
                 self._recovered(("item", block.spec.area, block.spec.db, block.spec.start, block.spec.count))
@@ -505,7 +509,7 @@ class S7Driver(Driver):
         big = self.too_big.get(group)
         if big:
             out.extend(self._bad(big))
-        if failures and len(failures) == sum(len(p.blocks) for p in packets):
+        if failures and failed_blocks == sum(len(p.blocks) for p in packets):
             kinds = {f.kind for f in failures}
             raise ReadFailed(f"device {self.spec.name}: scan {group}: {failures[0]}"
                              + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""),

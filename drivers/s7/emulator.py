@@ -13,6 +13,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
 from snap7.server import CPUState, Server
@@ -43,6 +44,7 @@ class S7Server(Server):
         self.tsaps = tsaps  # accepted remote TSAPs; None accepts any
         self.put_get = True
         self.optimized: set[int] = set()
+        self.delay_s = 0.0  # answer reads and writes this late (fault injection: late answers)
         self.identity = (b"6ES7 516-3AN02-0AB0", b"CPU 1516-3 PN/DP", (3, 0, 1))
         self._sockets: set[socket.socket] = set()
         self._sock_lock = threading.Lock()
@@ -97,6 +99,8 @@ class S7Server(Server):
         if (not self.put_get and len(request_data) > 10 and request_data[1] == 0x01
                 and request_data[10] in (_READ, _WRITE)):
             return self._build_error_response(self._parse_request(request_data), 0x8104)
+        if self.delay_s and len(request_data) > 10 and request_data[1] == 0x01 and request_data[10] in (_READ, _WRITE):
+            time.sleep(self.delay_s)
         return super()._process_request(request_data, client_address)
 
     def _parse_address_specification(self, addr_spec: bytes) -> dict[str, Any]:
@@ -209,6 +213,11 @@ class S7Emulator(Emulator):
         """Give a DB optimized block access (absolute reads answer item error 0x03) or take it away."""
         for srv in self._servers(device):
             (srv.optimized.add if optimized else srv.optimized.discard)(db)
+
+    def set_delay(self, seconds: float, device: str | None = None) -> None:
+        """Answer reads and writes ``seconds`` late (0: at once), e.g. later than the driver's timeout."""
+        for srv in self._servers(device):
+            srv.delay_s = seconds
 
     def _servers(self, device: str | None) -> list[S7Server]:
         return list(self.servers.values()) if device is None else [self._server_of[device]]
