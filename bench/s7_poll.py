@@ -282,16 +282,20 @@ def main() -> int:
         srv.wait(10)
     med = {name: sorted(rs, key=lambda r: r.rate)[len(rs) // 2] for name, rs in runs.items()}
     a, b, c, c2, d = (med[n] for n in sorted(med))
+    load = os.getloadavg()[0]
     nreq, nitems = plan_summary(cell)
     lines = [f"### `python bench/s7_poll.py --tags {args.tags}`", "",
              f"{args.tags} scattered tags (REAL, INT, DINT, BOOL in 4 DBs, gaps of 0..24 bytes) on one S7 server "
              f"(edged's emulator on snap7.server.Server) in a separate process on loopback; edged's plan: "
              f"{nitems} items in {nreq} requests per full read at PDU 480; median of {args.rounds} interleaved "
-             f"rounds of {args.seconds:g} s per mode; {os.cpu_count()} CPUs shared with other jobs.", "",
-             "| mode | values/s | requests/s | client CPU s per 1,000 values | server CPU s per 1,000 values |",
-             "|---|---:|---:|---:|---:|"]
+             f"rounds of {args.seconds:g} s per mode; {os.cpu_count()} CPUs shared with other jobs (load average "
+             f"{load:.1f} at the end of the run).", "",
+             "| mode | values/s (median) | values/s of the rounds | requests/s | client CPU s per 1,000 values | "
+             "server CPU s per 1,000 values |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in (a, b, c, c2, d):
-        lines.append(f"| {r.name} | {r.rate:,.0f} | {r.requests / r.wall:,.0f} | {r.cpu_per_k:.4f} | "
+        spread = " / ".join(f"{x.rate:,.0f}" for x in runs[r.name])
+        lines.append(f"| {r.name} | {r.rate:,.0f} | {spread} | {r.requests / r.wall:,.0f} | {r.cpu_per_k:.4f} | "
                      f"{1000 * r.server_cpu / r.values:.4f} |")
     lines += ["", f"- (a)/(c), edged vs the library's optimizer: values/s **{a.rate / c.rate:.2f}** (target >= 0.90), "
                   f"client CPU per value {a.cpu_per_k / c.cpu_per_k:.2f}x (target <= 1.11x, i.e. >= 90% efficiency)",
@@ -301,7 +305,9 @@ def main() -> int:
               f"{a.cpu_per_k / b.cpu_per_k:.2f}x",
               f"- blocking Client vs AsyncClient: (d)/(b) values/s {d.rate / b.rate:.2f}, client CPU per value "
               f"{d.cpu_per_k / b.cpu_per_k:.2f}x; AsyncClient.read_multi_vars reads item by item in 3.3 (no "
-              f"optimizer), so edged uses the blocking Client's connection on a per-device worker thread", ""]
+              f"optimizer), so edged uses the blocking Client's connection on a per-device worker thread",
+              "- the server (pure-Python snap7.server.Server) spends more CPU per value than any client here: it, "
+              "and the machine shared with other jobs, set the absolute rates; compare the ratios", ""]
     text = "\n".join(lines)
     print(text)
     if args.write_md:
