@@ -152,3 +152,16 @@ def test_check_exits_2_without_traceback(tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, "-m", "edged", "check", "-c", str(path)], capture_output=True, text=True)
     assert p.returncode == 2
     assert "device.plc.tag.x.address" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_check_plan_prints_the_packed_reads_at_the_default_pdu(tmp_path: Path) -> None:
+    path = tmp_path / "cell.toml"
+    path.write_text('[cell]\nname = "t"\n[device.plc]\ndriver = "s7"\nhost = "127.0.0.1"\n'
+                    '[device.plc.tag.a]\naddress = "%DB1.DBD0:REAL"\n[device.plc.tag.b]\naddress = "%DB1.DBX4.0"\n'
+                    '[device.plc.tag.c]\naddress = "%MW20"\n[device.plc.tag.d]\naddress = "DB9,INT100"\n')
+    p = subprocess.run([sys.executable, "-m", "edged", "check", "-c", str(path), "--plan"], capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr
+    assert "1 request(s)" in p.stdout
+    assert "[planned for PDU 480; recomputed at connect from the negotiated size]" in p.stdout
+    assert "3 item(s)" in p.stdout and "DB1.DBB0..DBB4 (a, b)" in p.stdout and "MB20..MB21 (c)" in p.stdout

@@ -226,9 +226,17 @@ class S7Emulator(Emulator):
     def set_value(self, tag: Tag, value: Any) -> None:
         """Store a tag's engineering value in the emulated memory (a BOOL sets only its bit)."""
         a: S7Address = tag.addr
-        raw = tag.to_raw(value) if tag.scaled and not isinstance(value, (str, bool)) else value
-        if TYPES[a.s7type].fmt and a.count == 1 and a.dtype.is_integer and isinstance(raw, float):
-            raw = round(raw)
+        raw = tag.to_raw(value) if tag.scaled and not isinstance(value, (str, bool, list)) else value
+        if a.count > 1 and not isinstance(raw, list):
+            raw = [raw] * a.count  # `edged simulate --animate` sets numbers: fill the array
+        if a.dtype.is_integer and not isinstance(raw, bool):
+            raw = [round(x) for x in raw] if isinstance(raw, list) else round(raw)
+        if a.s7type == "TIMER" and isinstance(raw, int):
+            raw = max(0, min(9_990_000, raw))
+            for base in (10, 100, 1000, 10000):  # the nearest S5TIME at the finest base that holds it
+                if raw // base <= 999:
+                    raw = min(round(raw / base), 999) * base
+                    break
         self._poke(self._server_of[tag.device], a, encode(a, raw))
 
     def get_value(self, tag: Tag) -> Any:
