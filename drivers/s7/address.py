@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from snap7.tags import parse_tag as lib_parse_tag
 from snap7.type import Area
 
-from edged.schema import Section, describe
+from edged.schema import Section
 from edged.tag import DataType
 
 from .types import DEFAULT_STRING_LEN, MAX_STRING_LEN, MAX_WSTRING_LEN, TYPES, canonical, string_size, type_names
@@ -288,8 +288,3 @@ def parse_tag_address(section: Section, dtype: DataType | None) -> tuple[S7Addre
         return None
     dims = (addr.count,) if addr.count > 1 else ()
     return addr, addr.dtype, dims
-
-
-def describe_address(value: object) -> str:
-    """Say what a raw ``address`` value is (for messages)."""
-    return describe(value)

@@ -54,7 +54,7 @@ TYPES: dict[str, S7Type] = {t.name: t for t in [
 
 # Other spellings integrators paste (TIA Portal names, IEC names).
 ALIASES = {
-    "TIME_OF_DAY": "TOD", "DATE_AND_TIME": "DT", "S5TIME": "TIMER", "UDINT": "UDINT",
+    "TIME_OF_DAY": "TOD", "DATE_AND_TIME": "DT", "S5TIME": "TIMER",
 }
 
 DEFAULT_STRING_LEN = 254
