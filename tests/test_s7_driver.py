@@ -377,6 +377,34 @@ async def test_server_stopped_and_restarted_is_recovered_without_stale_values() 
         await emu.stop()
 
 
+async def test_malformed_answer_is_counted_and_the_connection_dropped() -> None:
+    drv, tags, emu = await emulated(device_doc(free_port(), '''
+[device.plc.tag.a]
+address = "%MW0"
+[device.plc.tag.t]
+address = "%T2"
+[device.plc.tag.c]
+address = "%C7"
+'''))
+    try:
+        emu.set_value(tags["a"], 5)
+        emu.set_value(tags["t"], 2500)
+        emu.set_value(tags["c"], 999)
+        assert good(await drv.read("default")) == {"a": 5, "t": 2500, "c": 999}
+        emu.set_malformed(True)
+        with pytest.raises(DeviceUnavailable, match="malformed response.*late answer"):
+            await drv.read("default")
+        assert drv.stats.errors == {"malformed": 1}
+        with pytest.raises(DeviceUnavailable, match="not connected"):
+            await drv.read("default")
+        emu.set_malformed(False)
+        await drv.connect()
+        assert good(await drv.read("default")) == {"a": 5, "t": 2500, "c": 999}
+    finally:
+        await drv.close()
+        await emu.stop()
+
+
 async def test_write_refusals() -> None:
     drv, tags, emu = await emulated(device_doc(free_port(), """
 [device.plc.tag.s]

@@ -45,6 +45,7 @@ class S7Server(Server):
         self.put_get = True
         self.optimized: set[int] = set()
         self.delay_s = 0.0  # answer reads and writes this late (fault injection: late answers)
+        self.malformed = False  # answer reads with a wrong PDU reference (fault injection: a stray answer)
         self.identity = (b"6ES7 516-3AN02-0AB0", b"CPU 1516-3 PN/DP", (3, 0, 1))
         self._sockets: set[socket.socket] = set()
         self._sock_lock = threading.Lock()
@@ -101,7 +102,11 @@ class S7Server(Server):
             return self._build_error_response(self._parse_request(request_data), 0x8104)
         if self.delay_s and len(request_data) > 10 and request_data[1] == 0x01 and request_data[10] in (_READ, _WRITE):
             time.sleep(self.delay_s)
-        return super()._process_request(request_data, client_address)
+        response = super()._process_request(request_data, client_address)
+        if self.malformed and response and len(response) > 12 and len(request_data) > 10 and request_data[10] == _READ:
+            seq = (struct.unpack_from(">H", response, 4)[0] + 1) & 0xFFFF
+            response = response[:4] + struct.pack(">H", seq) + response[6:]
+        return response
 
     def _parse_address_specification(self, addr_spec: bytes) -> dict[str, Any]:
         out = super()._parse_address_specification(addr_spec)
@@ -218,6 +223,11 @@ class S7Emulator(Emulator):
         """Answer reads and writes ``seconds`` late (0: at once), e.g. later than the driver's timeout."""
         for srv in self._servers(device):
             srv.delay_s = seconds
+
+    def set_malformed(self, enabled: bool, device: str | None = None) -> None:
+        """Answer reads with a wrong PDU reference (a response that must never be taken as the answer)."""
+        for srv in self._servers(device):
+            srv.malformed = enabled
 
     def _servers(self, device: str | None) -> list[S7Server]:
         return list(self.servers.values()) if device is None else [self._server_of[device]]
