@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")  # status keys usable as label names
 
 def poll_histogram(registry: CollectorRegistry) -> Histogram:
     """The poll duration histogram, labelled by device and scan group."""
@@ -71,6 +72,24 @@ class RuntimeCollector(Collector):
                 ovr.add_metric([name, g.name], g.overruns)
                 scans.add_metric([name, g.name], g.scans)
         yield from (up, state, tags, req, vals, errs, tmo, rec, wr, ovr, scans)
+
+        # what each driver reports in Driver.status(): text facts as labels of edged_device_info (e.g. a PLC's
+        # order code), numbers as edged_device_status{key} (e.g. the negotiated PDU size)
+        dinfo = InfoMetricFamily("edged_device", "Facts a driver reports about its device (Driver.status()).",
+                                 labels=["device"])
+        dnum = GaugeMetricFamily("edged_device_status", "Numeric facts a driver reports about its device "
+                                                        "(Driver.status()).", labels=["device", "key"])
+        for name, runner in rt.runners.items():
+            try:
+                status = runner.driver.status()
+            except Exception:  # a driver's status must never break a scrape
+                status = {}
+            texts = {k: v for k, v in status.items() if isinstance(v, str) and _LABEL.match(k) and k != "device"}
+            dinfo.add_metric([name], texts)
+            for k, v in status.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    dnum.add_metric([name, k], float(v))
+        yield from (dinfo, dnum)
 
         emitted = CounterMetricFamily("edged_samples_emitted", "Samples that passed report-by-exception into the "
                                                                 "spool.")
