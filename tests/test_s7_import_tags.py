@@ -66,3 +66,18 @@ def test_usage_errors() -> None:
     assert edged("import-tags", "nosuch", "--csv", "x.csv").returncode == 2
     bad = edged("import-tags", "s7", "--tia", str(FIXTURES / "tags.csv"))
     assert bad.returncode == 1 and "not an XML file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_offset_annotated_export_as_python_snap7_reads_it() -> None:
+    from snap7.tags import load_tia_xml
+
+    from edged.drivers.s7.tag_import import from_tia_xml
+    xml = """<Document><AttributeList><Number>3</Number></AttributeList>
+      <Member Name="Temp" Datatype="Real" Offset="10"/>
+      <Member Name="Ok" Datatype="Bool" Offset="14.2"/>
+      <Member Name="Count" Datatype="Int" Offset="16"/></Document>"""
+    lib = load_tia_xml(xml)
+    res = from_tia_xml(xml, "x.xml")
+    got = {e.name: e.address for e in res.entries}
+    assert got == {"Temp": "%DB3.DBD10:REAL", "Ok": "%DB3.DBX14.2", "Count": "%DB3.DBW16:INT"}
+    assert (lib["Temp"].db_number, lib["Temp"].byte_offset, lib["Count"].byte_offset) == (3, 10, 16)
