@@ -170,9 +170,8 @@ class S7Emulator(Emulator):
         for d in drivers:
             by_port.setdefault(d.settings.port, []).append(d)
         for port, devs in by_port.items():
-            host = devs[0].settings.host
-            srv = S7Server("127.0.0.1" if host in ("localhost", "127.0.0.1", "::1") else "127.0.0.1",
-                           {d.settings.tsap for d in devs})
+            # loopback only: devices of a cell are served on 127.0.0.1 at their configured port
+            srv = S7Server("127.0.0.1", {d.settings.tsap for d in devs})
             sizes: dict[tuple[Area, int], int] = {}
             for d in devs:
                 self._server_of[d.spec.name] = srv
