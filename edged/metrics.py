@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")  # status keys usable as label names
+
 
 def poll_histogram(registry: CollectorRegistry) -> Histogram:
     """The poll duration histogram, labelled by device and scan group."""
@@ -53,6 +52,12 @@ class RuntimeCollector(Collector):
         ovr = CounterMetricFamily("edged_scan_overruns", "Scan deadlines missed (skipped, never queued).",
                                   labels=["device", "scan"])
         scans = CounterMetricFamily("edged_scans", "Scan group polls completed.", labels=["device", "scan"])
+        unit_up = GaugeMetricFamily("edged_device_unit_up", "1 when a part of a device that fails on its own (a unit "
+                                                            "behind a gateway, a subscription) answers.",
+                                    labels=["device", "unit"])
+        gauges = GaugeMetricFamily("edged_device_gauge", "Driver facts about a device (negotiated PDU size, server "
+                                                         "service level, ...), by name.", labels=["device", "name"])
+        infos: list[InfoMetricFamily] = []
         for name, runner in rt.runners.items():
             st = runner.driver.stats
             up.add_metric([name, runner.device.spec.driver],
@@ -71,26 +76,26 @@ class RuntimeCollector(Collector):
             for g in runner.groups:
                 ovr.add_metric([name, g.name], g.overruns)
                 scans.add_metric([name, g.name], g.scans)
-        yield from (up, state, tags, req, vals, errs, tmo, rec, wr, ovr, scans)
+            for unit, ustate in sorted(st.unit_state.items()):
+                unit_up.add_metric([name, unit], 1.0 if ustate == "up" else 0.0)
+            facts = _driver_status(runner)
+            for fact, value in sorted(facts.get("gauges", {}).items()):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    gauges.add_metric([name, str(fact)], float(value))
+            info = facts.get("info")
+            if info:
+                fam = InfoMetricFamily("edged_device", "What a device says about itself (CPU order code, server "
+                                                       "product, build), read once at connect.",
+                                       labels=["device", "driver"])
+                fam.add_metric([name, runner.device.spec.driver], {str(k): str(v) for k, v in info.items()})
+                infos.append(fam)
+        yield from (up, state, tags, req, vals, errs, tmo, rec, wr, ovr, scans, unit_up, gauges)
+        yield from _merge_infos(infos)
 
-        # what each driver reports in Driver.status(): text facts as labels of edged_device_info (e.g. a PLC's
-        # order code), numbers as edged_device_status{key} (e.g. the negotiated PDU size)
-        dinfo = InfoMetricFamily("edged_device", "Facts a driver reports about its device (Driver.status()).",
-                                 labels=["device"])
-        dnum = GaugeMetricFamily("edged_device_status", "Numeric facts a driver reports about its device "
-                                                        "(Driver.status()).", labels=["device", "key"])
-        for name, runner in rt.runners.items():
-            try:
-                status = runner.driver.status()
-            except Exception:  # a driver's status must never break a scrape
-                status = {}
-            texts = {k: v for k, v in status.items() if isinstance(v, str) and _LABEL.match(k) and k != "device"}
-            dinfo.add_metric([name], texts)
-            for k, v in status.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    dnum.add_metric([name, k], float(v))
-        yield from (dinfo, dnum)
-
+        tasks = GaugeMetricFamily("edged_asyncio_tasks", "asyncio tasks alive (counted every 5 s): flat in a healthy "
+                                                         "daemon.")
+        tasks.add_metric([], rt.stats.tasks)
+        yield tasks
         emitted = CounterMetricFamily("edged_samples_emitted", "Samples that passed report-by-exception into the "
                                                                 "spool.")
         emitted.add_metric([], rt.stats.samples)
@@ -117,6 +122,27 @@ class RuntimeCollector(Collector):
                     g.add_metric([t.device, t.name, t.unit], float(value))
             yield g
             yield q
+
+
+def _driver_status(runner: object) -> dict:
+    """A driver's status() facts; a failing status() must never break a scrape."""
+    try:
+        facts = runner.driver.status()  # type: ignore[attr-defined]
+    except Exception as exc:  # a driver bug: logged at debug, the scrape goes on
+        log.debug("status() of %s failed: %r", getattr(runner, "name", "?"), exc)
+        return {}
+    return facts if isinstance(facts, dict) else {}
+
+
+def _merge_infos(infos: list[InfoMetricFamily]) -> Iterator[InfoMetricFamily]:
+    """One edged_device_info family with a sample per device."""
+    if not infos:
+        return
+    merged = InfoMetricFamily("edged_device", "What a device says about itself (CPU order code, server product, "
+                                              "build), read once at connect.")
+    for fam in infos:
+        merged.samples.extend(fam.samples)
+    yield merged
 
 
 def serve(registry: CollectorRegistry, host: str, port: int) -> tuple[object, object]:
