@@ -127,8 +127,8 @@ address = "DB1,DINT4"
         emu.set_value(tags["count"], 123456)
         assert good(await drv.read("default")) == {"speed": 3.0, "count": 123456}
         st = drv.status()
-        assert st["pdu_requested"] == 960 and st["pdu_negotiated"] == 480   # the server caps it: plan recomputed
-        assert drv.pdu_size == 480 and st["order_code"].startswith("6ES7") and st["module_name"]
+        assert st["gauges"] == {"pdu_requested": 960, "pdu_negotiated": 480, "cpu_run": 1}   # capped: replanned
+        assert drv.pdu_size == 480 and st["info"]["order_code"].startswith("6ES7") and st["info"]["module_name"]
         assert st["cpu_state"] == "run"
     finally:
         await drv.close()
@@ -422,6 +422,44 @@ address = "%MW0"
         await drv.write(tags["s"], "ok")
         assert emu.get_value(tags["s"]) == "ok"
         assert drv.stats.writes == 1 and drv.stats.writes_failed == 2
+    finally:
+        await drv.close()
+        await emu.stop()
+
+
+async def test_simulate_faults_through_the_emulator_interface() -> None:
+    """The faults `edged simulate --fault` and the HIL kit play: exception codes, PUT/GET, drop, plc-stop, writes."""
+    drv, tags, emu = await emulated(device_doc(free_port(), """
+[device.plc.tag.a]
+address = "%MW0"
+access = "write"
+""", extra="cpu_state_s = 0"))
+    try:
+        assert "plc-stop" in emu.faults
+        await emu.inject("plc", "exception", "10")
+        with pytest.raises(ReadFailed) as ei:
+            await drv.read("default")
+        assert ei.value.kind == "out_of_range"   # 0x0A outside a DB: area not available
+        await emu.inject("plc", "exception", "0x8104")
+        with pytest.raises(ReadFailed, match="PUT/GET"):
+            await drv.read("default")
+        await emu.inject("plc", "clear")
+        await drv.write(tags["a"], 3)
+        assert emu.writes_seen() == {"plc": 1} and good(await drv.read("default")) == {"a": 3}
+        await emu.inject("plc", "drop", "1.0")
+        with pytest.raises(DeviceUnavailable, match="no answer"):
+            await drv.read("default")
+        await emu.inject("plc", "clear")
+        await emu.inject("plc", "plc-stop")
+        await drv.connect()
+        assert {r.quality for r in await drv.read("default")} == {Quality.UNCERTAIN}
+        await emu.inject("plc", "stop")
+        with pytest.raises(DeviceUnavailable):
+            await drv.connect()
+        await emu.inject("plc", "start")
+        await emu.inject("plc", "plc-run")
+        await drv.connect()
+        assert good(await drv.read("default")) == {"a": 3}
     finally:
         await drv.close()
         await emu.stop()

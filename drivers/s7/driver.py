@@ -264,9 +264,13 @@ class S7Driver(Driver):
         return out
 
     def status(self) -> dict[str, Any]:
-        """Negotiated PDU size, CPU identity and operating state."""
-        return {"pdu_requested": self.settings.pdu_size, "pdu_negotiated": self.negotiated,
-                "cpu_state": self.cpu_state, **self.identity}
+        """``info``: the CPU's identity (SZL, read at connect); ``gauges``: PDU sizes and RUN (1) / STOP (0)."""
+        gauges: dict[str, float] = {"pdu_requested": self.settings.pdu_size}
+        if self.negotiated is not None:
+            gauges["pdu_negotiated"] = self.negotiated
+        if self.cpu_state != CPU_UNKNOWN:
+            gauges["cpu_run"] = 1 if self.cpu_state == CPU_RUN else 0
+        return {"info": dict(self.identity), "gauges": gauges, "cpu_state": self.cpu_state}
 
     # -- connection ---------------------------------------------------------------------------
     def _abort(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 import struct
 import threading
@@ -46,6 +47,10 @@ class S7Server(Server):
         self.optimized: set[int] = set()
         self.delay_s = 0.0  # answer reads and writes this late (fault injection: late answers)
         self.malformed = False  # answer reads with a wrong PDU reference (fault injection: a stray answer)
+        self.drop = 0.0  # share of read/write requests never answered
+        self.item_error: int | None = None  # every read item answers this return code (or header error > 0xFF)
+        self.writes = 0  # write requests answered
+        self._rng = random.Random(0)
         self.identity = (b"6ES7 516-3AN02-0AB0", b"CPU 1516-3 PN/DP", (3, 0, 1))
         self._sockets: set[socket.socket] = set()
         self._sock_lock = threading.Lock()
@@ -100,8 +105,15 @@ class S7Server(Server):
         if (not self.put_get and len(request_data) > 10 and request_data[1] == 0x01
                 and request_data[10] in (_READ, _WRITE)):
             return self._build_error_response(self._parse_request(request_data), 0x8104)
-        if self.delay_s and len(request_data) > 10 and request_data[1] == 0x01 and request_data[10] in (_READ, _WRITE):
+        job = len(request_data) > 10 and request_data[1] == 0x01 and request_data[10] in (_READ, _WRITE)
+        if job and self.drop and self._rng.random() < self.drop:
+            return None
+        if job and self.delay_s:
             time.sleep(self.delay_s)
+        if job and self.item_error is not None and self.item_error > 0xFF:
+            return self._build_error_response(self._parse_request(request_data), self.item_error)
+        if job and request_data[10] == _WRITE:
+            self.writes += 1
         response = super()._process_request(request_data, client_address)
         if self.malformed and response and len(response) > 12 and len(request_data) > 10 and request_data[10] == _READ:
             seq = (struct.unpack_from(">H", response, 4)[0] + 1) & 0xFFFF
@@ -115,6 +127,8 @@ class S7Server(Server):
         return out
 
     def _read_from_memory_area(self, area: Any, db_number: int, start: int, count: int) -> tuple[int, bytearray]:
+        if self.item_error is not None:
+            return self.item_error, bytearray()
         if int(area) == int(Area.DB) and db_number in self.optimized and (area, db_number) in self.memory_areas:
             return 0x03, bytearray()
         return super()._read_from_memory_area(area, db_number, start, count)
@@ -161,6 +175,8 @@ class S7Server(Server):
 
 class S7Emulator(Emulator):
     """One S7Server per configured endpoint port, with memory covering every tag of the devices served."""
+
+    faults = frozenset({"stop", "start", "latency", "drop", "exception", "malformed", "plc-stop", "plc-run", "clear"})
 
     def __init__(self, drivers: list[S7Driver]) -> None:  # type: ignore[override]
         super().__init__(drivers)  # type: ignore[arg-type]
@@ -227,6 +243,40 @@ class S7Emulator(Emulator):
         """Answer reads with a wrong PDU reference (a response that must never be taken as the answer)."""
         for srv in self._servers(device):
             srv.malformed = enabled
+
+    async def inject(self, device: str, fault: str, arg: str = "") -> None:
+        """Play a fault on one device's endpoint (devices sharing a port share it): ``stop``/``start`` (connections
+        refused, memory kept), ``latency:MS``, ``drop:SHARE``, ``exception:CODE`` (every read item answers that
+        return code, e.g. 5 out of range, 10 no such DB, 3 optimized DB; codes above 0xFF, e.g. 0x8104, are header
+        errors: PUT/GET off), ``malformed`` (read answers with a wrong PDU reference), ``plc-stop``/``plc-run``,
+        ``clear`` (undo latency, drop, exception, malformed)."""
+        if fault not in self.faults:
+            await super().inject(device, fault, arg)
+        srv = self._server_of[device]
+        if fault == "stop":
+            await asyncio.to_thread(srv.stop)
+        elif fault == "start":
+            if not srv.running:
+                port = next(p for p, s in self.servers.items() if s is srv)
+                await asyncio.to_thread(srv.start, port)
+        elif fault == "latency":
+            from edged.simulation.server import parse_duration_s
+
+            srv.delay_s = parse_duration_s(arg or "200ms")
+        elif fault == "drop":
+            srv.drop = min(1.0, max(0.0, float(arg or "0.5")))
+        elif fault == "exception":
+            srv.item_error = int(arg, 0) if arg else 0x05
+        elif fault == "malformed":
+            srv.malformed = True
+        elif fault in ("plc-stop", "plc-run"):
+            srv.cpu_state = CPUState.STOP if fault == "plc-stop" else CPUState.RUN
+        else:  # clear
+            srv.delay_s, srv.drop, srv.item_error, srv.malformed = 0.0, 0.0, None, False
+
+    def writes_seen(self) -> dict[str, int]:
+        """Write requests each device's endpoint answered (devices sharing a port share the count)."""
+        return {name: srv.writes for name, srv in self._server_of.items()}
 
     def _servers(self, device: str | None) -> list[S7Server]:
         return list(self.servers.values()) if device is None else [self._server_of[device]]
