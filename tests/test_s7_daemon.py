@@ -78,9 +78,9 @@ def cell(tmp_path: Path) -> tuple[Path, dict[str, int]]:
 
 
 def device_gauge(text: str, fact: str) -> float | None:
-    """edged_device_gauge{device="plc", name=fact} (metric() cannot take a label called name)."""
+    """edged_device_fact{device="plc", name=fact} (metric() cannot take a label called name)."""
     for line in text.splitlines():
-        if line.startswith("edged_device_gauge{") and 'device="plc"' in line and f'name="{fact}"' in line:
+        if line.startswith("edged_device_fact{") and 'device="plc"' in line and f'name="{fact}"' in line:
             return float(line.rsplit(" ", 1)[1])
     return None
 
