@@ -201,8 +201,10 @@ class S7Emulator(Emulator):
             for d in devs:
                 for tag in d.tags:
                     a = tag.addr
-                    if a.s7type in ("STRING", "WSTRING"):
+                    if a.s7type in ("STRING", "WSTRING"):  # a valid empty string: its max length set
                         self._poke(srv, a, encode(a, ""))
+                    elif a.s7type in ("DT", "DTL"):  # all-zero bytes are no valid date: start at the epoch
+                        self._poke(srv, a, encode(a, "1990-01-01T00:00:00" if a.s7type == "DT" else "1970-01-01T00:00:00"))
             self.servers[port] = srv
 
     # -- lifecycle hooks ---------------------------------------------------------------------
