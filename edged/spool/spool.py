@@ -398,6 +398,9 @@ class Spool:
                 self._cycle()
             except Exception:  # a bug: never let the writer die silently (acquisition would queue forever)
                 log.exception("spool: writer cycle failed")
+                with self._lock:
+                    self._inflight = 0
+                    self._cond.notify_all()
                 time.sleep(interval)
             if stopping:
                 with self._lock:
@@ -958,7 +961,10 @@ def _group(batches: list[list[Sample]]) -> list[tuple[list[Sample], list[list[Sa
             if cur and len(cur) + len(piece) > CHUNK_MAX_SAMPLES:
                 out.append((cur, parts))
                 cur, parts = [], []
-            cur = cur + piece if cur else list(piece)
+            if cur:
+                cur.extend(piece)
+            else:
+                cur = list(piece)  # a copy: the appended list itself stays as it was (it is one of the parts)
             parts.append(piece)
     if cur:
         out.append((cur, parts))
