@@ -2,7 +2,7 @@
 
 ``append`` hands samples over in memory and returns at once: the spool's writer thread (which owns
 the SQLite connection) stores them as chunks with consecutive sequence numbers and commits
-(group commit) at most every ``commit_interval_ms``, or sooner when the queue is half full.
+(group commit) at most every ``commit_interval_ms``, or sooner when many samples wait.
 Samples become visible to the sinks only once their commit (and, with ``durability = "batch"``,
 its fsync) is done. Each consumer (sink) takes batches in sequence order, then acks them strictly
 in order or releases them to be taken again; a chunk is deleted once every consumer has acked it.
@@ -42,6 +42,9 @@ LOSS_LOG_INTERVAL_S = 60.0
 CHUNK_OVERHEAD_BYTES = 64
 # a commit stores the queued samples as chunks of at most this many samples (drop_oldest frees whole chunks)
 CHUNK_MAX_SAMPLES = 2000
+# the writer commits before the interval is over (at most 4 times per interval) once this many samples wait
+# (or half of queue_samples, if less): a cell producing more than this per interval still never fills its queue
+EARLY_COMMIT_SAMPLES = 50_000
 # Disk space. The write-ahead log is checkpointed into the database every WAL_CHECKPOINT_PAGES pages, so it
 # stays small and is reused. When the free space of the spool's disk falls below what the log may still grow
 # by plus DISK_MARGIN_BYTES, the spool stops growing: it holds at most the bytes it holds then, and the overflow
@@ -371,7 +374,7 @@ class Spool:
             return self._cond.wait_for(lambda: self._done_gen >= target or self._closed, timeout)
 
     def _early_commit_samples(self) -> int:
-        return max(1, self.spec.queue_samples // 2)
+        return max(1, min(EARLY_COMMIT_SAMPLES, self.spec.queue_samples // 2))
 
     # -- the writer thread ------------------------------------------------------------------------
     def _writer(self) -> None:
