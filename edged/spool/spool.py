@@ -221,7 +221,7 @@ class Spool:
         self._flush_wanted = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._last_commit = time.monotonic()
+        self._last_commit = time.monotonic()  # when the last commit started
         self._full_limit: int | None = None  # bytes the disk has room for (None: max_bytes applies)
         self._full_free = 0  # free disk bytes when _full_limit was last lowered
         self._full_failed_at = -FULL_DISK_RETRY_S  # monotonic time of the last commit that failed for a full disk
@@ -413,6 +413,7 @@ class Spool:
     def _cycle(self) -> None:
         """One group commit: the queued samples as new chunks, plus pending deletions, gaps and cursors."""
         with self._lock:
+            self._last_commit = time.monotonic()  # commits start at most every interval (start to start)
             inbox, self._inbox = self._inbox, []
             gen = self._appended_gen
             self._inflight, self._inbox_n = self._inbox_n, 0
@@ -556,7 +557,6 @@ class Spool:
             ok, exc = False, e
         dt = time.perf_counter() - t0
         with self._lock:
-            self._last_commit = time.monotonic()
             self._commits += 1
             if not ok:
                 self._commit_failures += 1
