@@ -377,6 +377,8 @@ path = "samples.jsonl"
 
 def slow_fsync_report(work: Path, delays: list[int], seconds: float, src: str | None) -> None:
     """Print one line per fsync delay."""
+    if not delays:
+        return
     shim = build_shim(work / "shim")
     if shim is None:
         print("slow fsync: skipped (no gcc to build the LD_PRELOAD shim)")
@@ -434,7 +436,7 @@ def main() -> int:
         print(f"(b) hand-written paho loop, encodes the same payloads: {b:12,.0f} samples/s")
         print(f"(b0) same, payloads encoded before the clock starts:  {b0:12,.0f} samples/s")
         print(f"fsync latency of this disk during the run: median {fsync_latency_ms(work):.2f} ms "
-              "(each durability=batch append waits for one)")
+              "(each durability=batch commit waits for one)")
         for durability in ("batch", "os"):
             appends, sps = bench_spool(work, args.samples, args.batch, durability)
             print(f"spool append alone, durability={durability:5}: {appends:9,.0f} appends/s  {sps:12,.0f} samples/s")
