@@ -32,6 +32,7 @@ class JournalFormatter(logging.Formatter):
         super().__init__(JOURNAL_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
+        """One record as journal lines."""
         record.priority = priority(record.levelno)
         text = super().format(record)
         prefix = f"<{record.priority}>"
@@ -42,6 +43,7 @@ class DeviceField(logging.Filter):
     """Set ``record.device`` (for formats and handlers that use it) from an explicit extra or the message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Add the field; never drops a record."""
         if not hasattr(record, "device"):
             m = _DEVICE.match(record.msg) if isinstance(record.msg, str) else None
             if m is None and isinstance(record.msg, str) and record.msg.startswith("device %s") and record.args:

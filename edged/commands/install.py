@@ -38,22 +38,27 @@ class Layout:
 
     @property
     def venv(self) -> Path:
+        """The venv (/opt/edged)."""
         return self.path("/opt/edged")
 
     @property
     def link(self) -> Path:
+        """The /usr/local/bin/edged link."""
         return self.path("/usr/local/bin/edged")
 
     @property
     def unit(self) -> Path:
+        """The systemd unit."""
         return self.path("/etc/systemd/system/edged.service")
 
     @property
     def config_dir(self) -> Path:
+        """/etc/edged."""
         return self.path("/etc/edged")
 
     @property
     def config(self) -> Path:
+        """/etc/edged/cell.toml."""
         return self.config_dir / "cell.toml"
 
 
