@@ -16,6 +16,7 @@ from edged.device import DeviceRunner, DeviceState
 from edged.errors import DeviceUnavailable, ReadFailed, WriteFailed, WriteRefused
 from edged.metrics import RuntimeCollector, poll_histogram, serve
 from edged.sinks.base import SinkContext, WriteResult
+from edged.status import StatusBoard
 from edged.tag import Reading, Sample
 from edged.writes import check_write
 
@@ -51,6 +52,7 @@ class Runtime:
         self._pending: list[Sample] = []
         self.control: Any = None
         self.metrics_url = ""
+        self.status: StatusBoard | None = None
         hist = poll_histogram(self.registry)
         index = _group_index(cell)
         self.runners: dict[str, DeviceRunner] = {
@@ -146,16 +148,18 @@ class Runtime:
         for sink in self.sinks:
             self._sink_tasks.append(asyncio.create_task(_supervise(sink.run, f"sink {sink.name}"),
                                                         name=f"sink:{sink.name}"))
+        self.status = StatusBoard(self)
         if self._serve_metrics:
             try:
-                self._metrics_server = serve(self.registry, cell.metrics.host, cell.metrics.port)
+                self._metrics_server = serve(self.registry, cell.metrics.host, cell.metrics.port, spec=cell.metrics,
+                                             status=self.status.snapshot_threadsafe)
             except OSError as exc:
                 raise OSError(exc.errno, f"metrics listen {cell.metrics.host}:{cell.metrics.port}: "
                                          f"{exc.strerror or exc}") from None
             port = self._metrics_server[0].server_port if hasattr(self._metrics_server[0], "server_port") \
                 else cell.metrics.port
             host = cell.metrics.host if ":" not in cell.metrics.host else f"[{cell.metrics.host}]"
-            self.metrics_url = f"http://{host}:{port}/metrics"
+            self.metrics_url = f"{'https' if cell.metrics.tls_cert else 'http'}://{host}:{port}/metrics"
         if cell.control is not None:
             from edged.control import ControlPlane
 
@@ -217,10 +221,12 @@ class Runtime:
         sdnotify.notify(f"READY=1\nSTATUS=running cell {self.cell.name}")
         wd = sdnotify.watchdog_interval_s()
         watchdog = asyncio.create_task(self._watchdog(wd)) if wd else None
+        board = asyncio.create_task(self.status.run(), name="status")
         try:
             await stopping.wait()
         finally:
             sdnotify.notify("STOPPING=1")
+            board.cancel()
             if watchdog:
                 watchdog.cancel()
             log.info("stopping cell %s", self.cell.name)
