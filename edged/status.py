@@ -53,6 +53,31 @@ class ReloadRecord:
     changes: dict[str, list[str]] = field(default_factory=dict)
 
 
+class ReloadCollector:
+    """Reload metrics: attempts, failures, and the last reload's result and time."""
+
+    def __init__(self, board: "StatusBoard") -> None:
+        self.board = board
+
+    def collect(self) -> Any:
+        """Yield the reload metric families (at scrape time)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        r = self.board.reload
+        yield CounterMetricFamily("edged_config_reloads", "Config reloads asked for (SIGHUP, systemctl reload, "
+                                                          "edged reload).", value=r.count)
+        yield CounterMetricFamily("edged_config_reload_failures", "Reloads refused because the new config is "
+                                                                  "invalid (the old one keeps running).",
+                                  value=r.failures)
+        yield GaugeMetricFamily("edged_config_last_reload_success", "1 when the last reload was applied (or there "
+                                                                    "was none), 0 when it failed.",
+                                value=0.0 if r.result == "failed" else 1.0)
+        yield GaugeMetricFamily("edged_config_last_reload_timestamp_seconds", "Unix time of the last reload "
+                                                                              "(0: none yet).", value=r.at)
+        yield GaugeMetricFamily("edged_config_loaded_timestamp_seconds", "Unix time the running config was loaded.",
+                                value=self.board.config_loaded_at)
+
+
 class StatusBoard:
     """Collects what the daemon is doing; snapshot() runs on the event loop, the HTTP thread asks for it."""
 
@@ -70,6 +95,7 @@ class StatusBoard:
         self._appended: tuple[int, float] | None = None
         self.commit_rate = 0.0
         self._summary = ""
+        runtime.registry.register(ReloadCollector(self))
 
     def config_loaded(self, path: str) -> None:
         """Record the config file, its hash and the load time (at start and after each applied reload)."""
