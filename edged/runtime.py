@@ -40,8 +40,10 @@ class Runtime:
         self.registry = registry or CollectorRegistry()
         self.stats = RuntimeStats()
         self.current: dict[str, tuple[Any, int, int]] = {}
-        self.filter = ChangeFilter(max((t.slot for t in cell.tags.values()), default=-1) + 1,
-                                   heartbeat_s=cell.heartbeat_s)
+        slots = max((t.slot for t in cell.tags.values()), default=-1) + 1
+        # spare slots for tags a reload adds (a reload needing more is refused: restart needed)
+        self.slot_capacity = slots + max(SPARE_SLOTS_MIN, slots)
+        self.filter = ChangeFilter(self.slot_capacity, heartbeat_s=cell.heartbeat_s)
         self._serve_metrics = serve_metrics and cell.metrics.enabled
         self.drain_s = 2.0
         self._metrics_server: Any = None
@@ -53,7 +55,7 @@ class Runtime:
         self.control: Any = None
         self.metrics_url = ""
         self.status: StatusBoard | None = None
-        hist = poll_histogram(self.registry)
+        hist = self.poll_hist = poll_histogram(self.registry)
         index = _group_index(cell)
         self.runners: dict[str, DeviceRunner] = {
             name: DeviceRunner(dev, cell.scans, self.accept, hist, index, self.current)
@@ -129,6 +131,30 @@ class Runtime:
         self.stats.writes_refused[reason] = self.stats.writes_refused.get(reason, 0) + 1
         log.warning("audit: write refused (%s) from %s: %s", reason, source, message)
         return WriteResult(False, key, error=message)
+
+    # -- reload: devices added, removed or restarted while the others keep running ------------------
+    def add_device(self, device: Any) -> DeviceRunner:
+        """Start a runner for a device of the (new) cell, supervised as task ``device:<name>``."""
+        name = device.spec.name
+        runner = DeviceRunner(device, self.cell.scans, self.accept, self.poll_hist, _group_index(self.cell),
+                              self.current)
+        self.runners = {**self.runners, name: runner}  # a new dict: a scrape may be iterating the old one
+        self._tasks.append(asyncio.create_task(_supervise(runner.run, f"device {name}"), name=f"device:{name}"))
+        return runner
+
+    async def remove_device(self, name: str) -> None:
+        """Stop a device's runner and close its driver; its poll histogram series go too."""
+        runner = self.runners[name]
+        tasks = [t for t in self._tasks if t.get_name() == f"device:{name}"]
+        self._tasks = [t for t in self._tasks if t not in tasks]
+        await _cancel_all(tasks, "device")
+        await runner.stop()
+        self.runners = {k: v for k, v in self.runners.items() if k != name}
+        for g in runner.groups:
+            try:
+                self.poll_hist.remove(name, g.name)
+            except KeyError:
+                pass
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -213,6 +239,10 @@ class Runtime:
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
+        from edged.reload import Reloader
+
+        reloader = Reloader(self)  # reads the file now: the baseline the next reload is compared with
+        loop.add_signal_handler(signal.SIGHUP, reloader.request)
         try:
             await self.start()
         except BaseException:
@@ -227,6 +257,7 @@ class Runtime:
         finally:
             sdnotify.notify("STOPPING=1")
             board.cancel()
+            await reloader.close()
             if watchdog:
                 watchdog.cancel()
             log.info("stopping cell %s", self.cell.name)
@@ -239,6 +270,7 @@ class Runtime:
 
 
 STOP_TIMEOUT_S = 5.0
+SPARE_SLOTS_MIN = 256  # tag slots reserved for reloads that add tags
 
 
 def _quiet_unretrieved_connection_errors(loop: asyncio.AbstractEventLoop) -> None:

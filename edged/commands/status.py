@@ -6,6 +6,7 @@ import base64
 import json
 import ssl
 import sys
+import tomllib
 import urllib.error
 import urllib.request
 from typing import Any
@@ -29,11 +30,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon (default 5)")
 
 
+def metrics_of(cell_file: str) -> Any:
+    """Only the [metrics] table of a cell file: `edged reload` must find the daemon while the rest of the
+    file is broken (that is what it reports)."""
+    from edged.cell import _parse_metrics
+    from edged.errors import ConfigError
+    from edged.schema import Issues, Section
+
+    try:
+        data = tomllib.loads(open(cell_file, encoding="utf-8").read())
+    except (OSError, ValueError):
+        return load_cell(cell_file).metrics  # reports the problem as a config error
+    issues = Issues(cell_file)
+    sec = data.get("metrics")
+    spec = _parse_metrics(Section(sec, "metrics", issues) if isinstance(sec, dict) else None)
+    if issues.items:
+        raise ConfigError(issues.items)
+    return spec
+
+
 def status_url(cell_file: str, cafile: str | None = None) -> tuple[str, dict[str, str], ssl.SSLContext | None]:
     """The /status URL of a cell's daemon, its auth header and TLS context (from the cell's [metrics])."""
     from edged.secrets import read_secret_file
 
-    m = load_cell(cell_file).metrics
+    m = metrics_of(cell_file)
     if not m.enabled:
         raise SystemExit(f"edged status: {cell_file}: [metrics] enabled = false: the daemon serves no status")
     host = "127.0.0.1" if m.host in ("0.0.0.0", "") else "::1" if m.host == "::" else m.host
