@@ -215,3 +215,38 @@ def test_kill_hup_of_a_running_demo_with_one_added_device(tmp_path: Path) -> Non
         if run is not None:
             assert run.stop() == 0, run.stderr
         sim.stop()
+
+
+def test_sighup_changing_a_control_task_rebuilds_the_control_plane_only(tmp_path: Path) -> None:
+    port = free_port()
+    res = subprocess.run([sys.executable, "-m", "edged", "demo", "--print-config", "--state-dir",
+                          str(tmp_path / "state"), "--metrics-port", str(port)], capture_output=True, text=True,
+                         timeout=60)
+    cell = tmp_path / "demo.toml"
+    text = res.stdout
+    assert "IN2 = 60.0" in text
+    cell.write_text(text)
+    sim = Proc(["simulate", "-c", str(cell)], tmp_path)
+    run = None
+    try:
+        run = Proc(["run", "-c", str(cell)], tmp_path)
+        url = f"http://127.0.0.1:{port}"
+        status = lambda: json.loads(scrape(url + "/status"))  # noqa: E731
+        before = eventually(lambda: (s := status()) and all(d["state"] == "up" for d in s["devices"].values())
+                            and s["cycle_tasks"]["press_logic"]["cycles"] > 10 and s, 40, what="demo running")
+        cell.write_text(text.replace("IN2 = 60.0", "IN2 = 61.0", 1))
+        run.p.send_signal(signal.SIGHUP)
+        s = eventually(lambda: (s := status())["reload"]["count"] >= 1 and s, 30, what="the reload")
+        assert s["reload"]["last_result"] == "ok", s["reload"]
+        assert s["reload"]["changes"]["control"] == ["rebuilt"]
+        assert s["reload"]["changes"]["unchanged"] == ["press1", "robot1"]
+        eventually(lambda: status()["cycle_tasks"]["press_logic"]["cycles"] > 10, 30, what="cycles of the new plane")
+        after = status()
+        for dev in ("press1", "robot1"):
+            assert after["devices"][dev]["since"] == before["devices"][dev]["since"]
+        assert "edged_cycle_cycles_total" in scrape(url + "/metrics")  # the new plane's collector replaced the old
+    finally:
+        if run is not None:
+            assert run.stop() == 0, run.stderr
+        sim.stop()
+    assert "control plane rebuilt" in run.stderr
