@@ -80,6 +80,7 @@ class Reloader:
         self._wanted = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._next_slot = 0  # fresh slots are never reused: a freed slot may still hold an old value
+        self.ready = asyncio.Event()  # set by the runtime once start() completed
 
     def request(self) -> None:
         """Ask for a reload (the SIGHUP handler); it runs on the event loop as soon as the previous one ended."""
@@ -88,6 +89,7 @@ class Reloader:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="reload")
 
     async def _run(self) -> None:
+        await self.ready.wait()  # a SIGHUP during start-up is applied once everything is up
         while self._wanted.is_set():
             self._wanted.clear()
             try:
@@ -117,6 +119,9 @@ class Reloader:
                 raise RefuseReload(f"{file}: the running cell was not loaded from this file; restart needed")
             plan = self.plan(new, raw)
             await self.apply(new, raw, plan)
+            from edged.secrets import warn_readable
+
+            warn_readable(file, raw)
         except ConfigError as exc:
             errors = [str(i) for i in exc.issues]
         except RefuseReload as exc:

@@ -248,6 +248,7 @@ class Runtime:
         except BaseException:
             await self.stop()  # a partial start-up (spool open, sinks running) is taken down in order
             raise
+        reloader.ready.set()
         sdnotify.notify(f"READY=1\nSTATUS=running cell {self.cell.name}")
         wd = sdnotify.watchdog_interval_s()
         watchdog = asyncio.create_task(self._watchdog(wd)) if wd else None
