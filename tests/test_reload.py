@@ -202,7 +202,7 @@ def test_kill_hup_of_a_running_demo_with_one_added_device(tmp_path: Path) -> Non
         def totals(s: dict, what: str) -> dict[str, int]:
             return {dev: sum(g[what] for g in d["scans"].values()) for dev, d in s["devices"].items()}
 
-        first = eventually(lambda: (s := status()) and all(d["state"] == "up" for d in s["devices"].values())
+        eventually(lambda: (s := status()) and all(d["state"] == "up" for d in s["devices"].values())
                            and s, 40, what="demo devices up")
         missed_per_reload = []
         for n, name in enumerate(["sim3", "sim4", "sim5"], 1):
@@ -220,8 +220,8 @@ def test_kill_hup_of_a_running_demo_with_one_added_device(tmp_path: Path) -> Non
             after = eventually(lambda: (a := status()) and all(totals(a, "scans")[d] > scans[d] + 3 for d in over0)
                                and a, 30, what="scans after the reload")
             for dev in over0:
-                assert after["devices"][dev]["since"] == first["devices"][dev]["since"], dev
-                assert after["devices"][dev]["connects"] == first["devices"][dev]["connects"], dev
+                assert after["devices"][dev]["since"] == before["devices"][dev]["since"], dev
+                assert after["devices"][dev]["connects"] == before["devices"][dev]["connects"], dev
             missed = {dev: totals(after, "overruns")[dev] - over0[dev] for dev in over0}
             missed_per_reload.append(missed)
             if not any(missed.values()):
