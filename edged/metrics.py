@@ -93,7 +93,7 @@ class RuntimeCollector(Collector):
             refused.add_metric([reason], n)
         yield refused
 
-        exported = [t for t in rt.cell.tags.values() if t.export_metric]
+        exported = [t for t in list(rt.cell.tags.values()) if t.export_metric]  # a reload may swap the tags
         if exported:
             g = GaugeMetricFamily("edged_tag_value", "Current value of tags configured with export_metric = true.",
                                   labels=["device", "tag", "unit"])

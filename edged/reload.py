@@ -179,10 +179,10 @@ class Reloader:
             p.control = "stopped"
         elif old.control is not None and (old_raw.get("task") != raw.get("task") or moved):
             p.control = "rebuilt"
-        p.births = bool(p.added or p.removed or any(
-            old.tags.get(t.key) is None or old.tags[t.key].slot != t.slot for n in p.restarted
-            for t in new.devices[n].tags) or any(k not in new.tags for n in p.restarted for k in
-                                                   (t.key for t in old.devices[n].tags)))
+        # a changed tag has a fresh slot, so comparing key -> slot maps finds added, removed and changed tags
+        p.births = bool(p.added or p.removed) or any(
+            {t.key: t.slot for t in old.devices[n].tags} != {t.key: t.slot for t in new.devices[n].tags}
+            for n in p.restarted)
         if (old_raw.get("cell") or {}).get("log_level") != nc.get("log_level"):
             p.log_level = new.log_level
         return p

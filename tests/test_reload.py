@@ -267,3 +267,24 @@ def test_sighup_changing_a_control_task_rebuilds_the_control_plane_only(tmp_path
             assert run.stop() == 0, run.stderr
         sim.stop()
     assert "control plane rebuilt" in run.stderr
+
+
+def test_sighup_removing_a_device_stops_it_and_its_series(tmp_path: Path) -> None:
+    d = Daemon(tmp_path)
+    try:
+        before = d.wait_up("sim1", "sim2")
+        assert 'edged_poll_duration_seconds_count{device="sim2"' in scrape(d.metrics_url)
+        d.cell.write_text(d.text.replace('[device.sim2]\ndriver = "sim"\n[device.sim2.tag.count]\naddress = '
+                                         '"counter"\nscan_ms = 200\n', ""))
+        s = d.hup_and_wait(1)
+        assert s["reload"]["last_result"] == "ok" and s["reload"]["changes"]["removed"] == ["sim2"], s["reload"]
+        assert set(s["devices"]) == {"sim1"}
+        assert s["devices"]["sim1"]["since"] == before["devices"]["sim1"]["since"]
+        text = scrape(d.metrics_url)
+        assert 'device="sim2"' not in text, [ln for ln in text.splitlines() if "sim2" in ln]
+        n, n1 = len(d.counter_values("sim2")), len(d.counter_values("sim1"))
+        eventually(lambda: len(d.counter_values("sim1")) > n1 + 3, 30, what="sim1 going on")
+        assert len(d.counter_values("sim2")) <= n + 1  # at most one sample in flight when it stopped
+    finally:
+        assert d.proc.stop() == 0, d.proc.stderr
+    assert "reload applied: removed sim2; 1 device(s) untouched" in d.proc.stderr

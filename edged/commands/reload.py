@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
                     print(f"  {e}", file=sys.stderr)
                 return 1
             ch = rl.get("changes") or {}
-            print(f"reload {rl['last_result']}: " + "; ".join(
-                f"{k} {', '.join(v)}" for k, v in ch.items() if v and k != "unchanged") or "nothing changed")
+            done = "; ".join(f"{k} {', '.join(v)}" for k, v in ch.items()
+                             if v and k != "unchanged" and v != ["unchanged"])
+            print(f"reload {rl['last_result']}: {done or 'nothing to restart'}")
             return 0
     print(f"edged reload: no result within {args.timeout:.0f} s (see the log)", file=sys.stderr)
     return 1
