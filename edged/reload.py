@@ -113,10 +113,13 @@ class Reloader:
         errors: list[str] = []
         plan: Plan | None = None
         try:
+            if self.raw is None:
+                raise RefuseReload(f"{file}: the running cell was not loaded from a file, there is nothing to "
+                                   f"reload")
             new = await asyncio.to_thread(load_cell, file)
             raw = await asyncio.to_thread(read_raw, file)
-            if raw is None or self.raw is None:
-                raise RefuseReload(f"{file}: the running cell was not loaded from this file; restart needed")
+            if raw is None:
+                raise RefuseReload(f"{file}: the file changed while it was read; try again")
             plan = self.plan(new, raw)
             await self.apply(new, raw, plan)
             from edged.secrets import warn_readable

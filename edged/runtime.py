@@ -55,6 +55,7 @@ class Runtime:
         self.control: Any = None
         self.metrics_url = ""
         self.status: StatusBoard | None = None
+        self.reloader: Any = None
         hist = self.poll_hist = poll_histogram(self.registry)
         index = _group_index(cell)
         self.runners: dict[str, DeviceRunner] = {
@@ -165,6 +166,7 @@ class Runtime:
 
         cell = self.cell
         _quiet_unretrieved_connection_errors(asyncio.get_running_loop())
+        self._listen_for_reload()
         cell.state_dir.mkdir(parents=True, exist_ok=True)
         self.spool = Spool.open(cell.state_dir / "spool", cell.spool, [s.name for s in cell.sinks])
         register_spool_metrics(self.spool, self.registry)
@@ -195,10 +197,28 @@ class Runtime:
             self._tasks.append(asyncio.create_task(_supervise(runner.run, f"device {name}"), name=f"device:{name}"))
         log.info("cell %s running: %d device(s), %d tag(s), %d sink(s)%s", cell.name, len(self.runners),
                  len(cell.tags), len(self.sinks), f", metrics on {self.metrics_url}" if self.metrics_url else "")
+        if self.reloader is not None:
+            self.reloader.ready.set()
+
+    def _listen_for_reload(self) -> None:
+        """SIGHUP reloads the cell file (edged.reload); the file is read now as the baseline of the next reload."""
+        from edged.reload import Reloader
+
+        self.reloader = Reloader(self)
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reloader.request)
+        except (ValueError, RuntimeError):  # not the main thread (an embedding); reload() can still be called
+            pass
 
     async def stop(self) -> None:
         """Stop scans (no new data), then control (its last writes still reach open drivers), then close the
         drivers, give sinks a moment to forward, and close the spool: it keeps what sinks did not ack."""
+        if self.reloader is not None:
+            try:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            except (ValueError, RuntimeError):
+                pass
+            await self.reloader.close()
         await _cancel_all(self._tasks, "device")
         if self.control is not None:
             await self.control.stop()
@@ -239,16 +259,11 @@ class Runtime:
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
-        from edged.reload import Reloader
-
-        reloader = Reloader(self)  # reads the file now: the baseline the next reload is compared with
-        loop.add_signal_handler(signal.SIGHUP, reloader.request)
         try:
             await self.start()
         except BaseException:
             await self.stop()  # a partial start-up (spool open, sinks running) is taken down in order
             raise
-        reloader.ready.set()
         sdnotify.notify(f"READY=1\nSTATUS=running cell {self.cell.name}")
         wd = sdnotify.watchdog_interval_s()
         watchdog = asyncio.create_task(self._watchdog(wd)) if wd else None
@@ -258,7 +273,6 @@ class Runtime:
         finally:
             sdnotify.notify("STOPPING=1")
             board.cancel()
-            await reloader.close()
             if watchdog:
                 watchdog.cancel()
             log.info("stopping cell %s", self.cell.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +56,12 @@ def test_edged_status_prints_the_device_states_of_a_running_demo(tmp_path: Path)
 
         res = edged("status", "--url", url, "--json")
         assert res.returncode == 0 and json.loads(res.stdout)["devices"]["robot1"]["state"] == "up"
+
+        # SIGHUP no longer kills the daemon: the built-in demo cell has no file, so the reload is refused
+        p.p.send_signal(signal.SIGHUP)
+        p.wait_for(r"reload refused, the running config is kept: .*not loaded from a file", 30, stream="err")
+        assert p.p.poll() is None
+        assert json.loads(scrape(url))["reload"]["last_result"] == "failed"
     finally:
         assert p.stop() == 0, p.stderr
 
