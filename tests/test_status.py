@@ -193,3 +193,26 @@ def test_watchdog_pings_stop_while_the_event_loop_is_blocked(tmp_path: Path) -> 
     start, end = got.index("X-TEST=block-start"), got.index("X-TEST=block-end")
     assert got[:start].count("WATCHDOG=1") >= 1  # pinging before
     assert "WATCHDOG=1" not in got[start:end]    # silent while the loop is blocked: systemd's watchdog fires
+
+
+def test_table_colours_states_only_when_asked_and_a_missing_daemon_is_exit_1(tmp_path: Path) -> None:
+    from edged.commands.status import render
+
+    snap = {"cell": "c", "version": "1", "pid": 1, "uptime_s": 3, "time": "2026-01-01T00:00:10.000Z",
+            "summary": "1/2 devices up", "config": {"file": "/etc/edged/cell.toml", "sha256": "ab" * 32,
+                                                   "loaded_at": "2026-01-01T00:00:00.000Z"},
+            "reload": {"count": 0}, "devices": {
+                "p1": {"driver": "modbus", "state": "up", "since": "2026-01-01T00:00:01.000Z",
+                       "last_good_read": "2026-01-01T00:00:09.500Z", "tags": 3, "last_error": None,
+                       "units": {"unit 2": "silent"}, "driver_status": {"pdu": 240}},
+                "p2": {"driver": "modbus", "state": "down", "since": "2026-01-01T00:00:02.000Z",
+                       "last_good_read": None, "tags": 1, "last_error": "connection refused",
+                       "last_error_at": "2026-01-01T00:00:02.000Z", "units": {}, "driver_status": {}}},
+            "cycle_tasks": {}, "spool": None, "sinks": {}}
+    plain = render(snap, colour=False)
+    assert "\033[" not in plain
+    assert "connection refused (8.0s ago)" in plain and "unit 2" in plain and "pdu" in plain
+    coloured = render(snap, colour=True)
+    assert "\033[32mup" in coloured and "\033[31mdown" in coloured and "\033[33msilent" in coloured
+    res = edged("status", "--url", f"http://127.0.0.1:{free_port()}/status")
+    assert res.returncode == 1 and "edged status:" in res.stderr
