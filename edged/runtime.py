@@ -56,6 +56,7 @@ class Runtime:
         self.metrics_url = ""
         self.status: StatusBoard | None = None
         self.reloader: Any = None
+        self._status_task: asyncio.Task | None = None
         hist = self.poll_hist = poll_histogram(self.registry)
         index = _group_index(cell)
         self.runners: dict[str, DeviceRunner] = {
@@ -177,6 +178,7 @@ class Runtime:
             self._sink_tasks.append(asyncio.create_task(_supervise(sink.run, f"sink {sink.name}"),
                                                         name=f"sink:{sink.name}"))
         self.status = StatusBoard(self)
+        self._status_task = asyncio.create_task(self.status.run(), name="status")
         if self._serve_metrics:
             try:
                 self._metrics_server = serve(self.registry, cell.metrics.host, cell.metrics.port, spec=cell.metrics,
@@ -219,6 +221,8 @@ class Runtime:
             except (ValueError, RuntimeError):
                 pass
             await self.reloader.close()
+        if self._status_task is not None:
+            self._status_task.cancel()
         await _cancel_all(self._tasks, "device")
         if self.control is not None:
             await self.control.stop()
@@ -267,12 +271,10 @@ class Runtime:
         sdnotify.notify(f"READY=1\nSTATUS=running cell {self.cell.name}")
         wd = sdnotify.watchdog_interval_s()
         watchdog = asyncio.create_task(self._watchdog(wd)) if wd else None
-        board = asyncio.create_task(self.status.run(), name="status")
         try:
             await stopping.wait()
         finally:
             sdnotify.notify("STOPPING=1")
-            board.cancel()
             if watchdog:
                 watchdog.cancel()
             log.info("stopping cell %s", self.cell.name)

@@ -99,7 +99,7 @@ class StatusBoard:
 
     def config_loaded(self, path: str) -> None:
         """Record the config file, its hash and the load time (at start and after each applied reload)."""
-        self.config_file = os.path.abspath(path)
+        self.config_file = os.path.abspath(path) if os.path.exists(path) else path
         self.config_hash = file_hash(path)
         self.config_loaded_at = time.time()
 
