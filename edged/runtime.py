@@ -108,7 +108,9 @@ class Runtime:
         except WriteRefused as exc:
             reason = "read_only" if not tag.writable else "invalid_value"
             return self._refuse(reason, key, str(exc), source)
-        runner = self.runners[tag.device]
+        runner = self.runners.get(tag.device)  # None for a moment while a reload restarts the device
+        if runner is None:
+            return self._refuse("device_down", key, f"{key}: device {tag.device} is restarting (reload)", source)
         if runner.state not in (DeviceState.UP, DeviceState.DEGRADED):
             return self._refuse("device_down", key, f"{key}: device {tag.device} is {runner.state.value}", source)
         old = self.current.get(key, (None, 0, 0))[0]
