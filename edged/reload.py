@@ -254,7 +254,9 @@ class Reloader:
                 if getattr(collector, "plane", None) is rt.control:
                     rt.registry.unregister(collector)
             rt.control = None
-        if new.control is not None:
+        if new.control is not None and getattr(rt, "read_only", False):
+            log.warning("read-only: the reloaded cell's control tasks do not run either")
+        elif new.control is not None:
             from edged.control import ControlPlane
 
             rt.control = ControlPlane(new.control, new.tags, rt.registry)
