@@ -246,12 +246,25 @@ class Reloader:
         self.raw = raw
 
     async def _restart_control(self, old: Cell, new: Cell) -> None:
-        """Stop the control plane (its cycle threads finish their cycle) and start one for the new tasks."""
+        """Stop the control plane (its cycle threads finish their cycle) and start one for the new tasks.
+
+        Tasks the new file removes write their outputs' safe values (as at a clean stop); the others hand their
+        outputs over to the new plane without a safe write in between, and their retained state (saved at
+        stop, loaded at start) carries over.
+        """
         rt = self.rt
-        if rt.control is not None:
-            await rt.control.stop()
+        plane = rt.control
+        if plane is not None:
+            kept = {t.name for t in new.control.tasks} if new.control is not None else set()
+            for run in list(getattr(plane, "tasks", [])):
+                if run.spec.name not in kept and hasattr(plane, "remove_task"):
+                    await plane.remove_task(run.spec.name)  # safe values of a task that goes away
+            try:
+                await plane.stop(safe_outputs=False)
+            except TypeError:  # a plane without safe outputs
+                await plane.stop()
             for collector in list(getattr(rt.registry, "_collector_to_names", {})):
-                if getattr(collector, "plane", None) is rt.control:
+                if getattr(collector, "plane", None) is plane:
                     rt.registry.unregister(collector)
             rt.control = None
         if new.control is not None and getattr(rt, "read_only", False):
@@ -259,7 +272,7 @@ class Reloader:
         elif new.control is not None:
             from edged.control import ControlPlane
 
-            rt.control = ControlPlane(new.control, new.tags, rt.registry)
+            rt.control = ControlPlane(new.control, new.tags, rt.registry, state_dir=new.state_dir)
             rt.control.start(asyncio.get_running_loop(), rt.append, rt.write_tag)
 
 

@@ -74,6 +74,7 @@ host = "127.0.0.2"
 [task.fast]
 period_us = 10000
 priority = 20
+cpu_dma_latency_us = 0
 [task.fast.block.b]
 type = "GT"
 in = { IN1 = "sim1.a", IN2 = 0.5 }
@@ -84,6 +85,7 @@ in = { IN1 = "sim1.a", IN2 = 0.5 }
     assert "IPAddressAllow=127.0.0.2" in text
     assert "SupplementaryGroups=dialout" not in text  # no serial port in this cell
     assert "RestrictRealtime=no" in text and "sched_setscheduler" in text
+    assert "DeviceAllow=/dev/cpu_dma_latency w" in text
 
 
 def test_dropin_refuses_a_bad_allow_address(tmp_path: Path) -> None:

@@ -97,6 +97,11 @@ def render(cell_file: str, extra: list[str]) -> str:
     if rt:
         lines += [f"# Real-time cycle tasks ({', '.join(rt)}): SCHED_FIFO, CPU affinity, mlock",
                   "RestrictRealtime=no", "SystemCallFilter=sched_setscheduler sched_setaffinity mlockall"]
+    pmqos = [t.name for t in tasks if getattr(t, "cpu_dma_latency_us", -1) >= 0]
+    if pmqos:
+        lines += [f"# cpu_dma_latency_us of {', '.join(pmqos)}: the PM QoS request (root-owned 0600 by default:",
+                  "# give the group access with a udev rule, or use cpupower idle-set on the host instead)",
+                  "DeviceAllow=/dev/cpu_dma_latency w"]
     return "\n".join(lines) + "\n"
 
 
