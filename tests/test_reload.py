@@ -215,7 +215,7 @@ def test_kill_hup_of_a_running_demo_with_one_added_device(tmp_path: Path) -> Non
                            what=f"the added device {name} up")
             assert s["reload"]["count"] == n and s["reload"]["last_result"] == "ok", s["reload"]
             assert s["reload"]["changes"]["added"] == [name] and s["reload"]["changes"]["control"] == ["unchanged"]
-            assert s["reload"]["changes"]["unchanged"] == sorted(over0)
+            assert sorted(s["reload"]["changes"]["unchanged"]) == sorted(over0)
             scans = totals(s, "scans")
             after = eventually(lambda: (a := status()) and all(totals(a, "scans")[d] > scans[d] + 3 for d in over0)
                                and a, 30, what="scans after the reload")
@@ -256,10 +256,10 @@ def test_sighup_changing_a_control_task_rebuilds_the_control_plane_only(tmp_path
         s = eventually(lambda: (s := status())["reload"]["count"] >= 1 and s, 30, what="the reload")
         assert s["reload"]["last_result"] == "ok", s["reload"]
         assert s["reload"]["changes"]["control"] == ["rebuilt"]
-        assert s["reload"]["changes"]["unchanged"] == ["press1", "robot1"]
+        assert sorted(s["reload"]["changes"]["unchanged"]) == sorted(before["devices"])
         eventually(lambda: status()["cycle_tasks"]["press_logic"]["cycles"] > 10, 30, what="cycles of the new plane")
         after = status()
-        for dev in ("press1", "robot1"):
+        for dev in before["devices"]:
             assert after["devices"][dev]["since"] == before["devices"][dev]["since"]
         assert "edged_cycle_cycles_total" in scrape(url + "/metrics")  # the new plane's collector replaced the old
     finally:

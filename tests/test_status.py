@@ -35,7 +35,7 @@ def test_edged_status_prints_the_device_states_of_a_running_demo(tmp_path: Path)
             return s if all(d["state"] == "up" and d["last_good_read"] for d in s["devices"].values()) else None
 
         s = eventually(both_up, 30, what="both demo devices up in /status")
-        assert set(s["devices"]) == {"press1", "robot1"}
+        assert set(s["devices"]) >= {"press1", "robot1"}
         press = s["devices"]["press1"]
         assert press["driver"] == "modbus" and press["tags"] > 0 and press["scans"]
         assert "units" in press and "driver_status" in press
@@ -44,7 +44,8 @@ def test_edged_status_prints_the_device_states_of_a_running_demo(tmp_path: Path)
         assert s["spool"]["depth_samples"] >= 0 and "oldest_age_s" in s["spool"]
         assert s["sinks"]["local"]["state"] == "ready" and s["sinks"]["local"]["lag_samples"] is not None
         assert s["config"]["file"].endswith("(built-in demo cell)") and s["config"]["loaded_at"]
-        assert s["summary"].startswith("2/2 devices up, spool ")
+        n = len(s["devices"])
+        assert s["summary"].startswith(f"{n}/{n} devices up, spool ")
 
         res = edged("status", "--url", url)
         assert res.returncode == 0, res.stderr
