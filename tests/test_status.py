@@ -43,7 +43,7 @@ def test_edged_status_prints_the_device_states_of_a_running_demo(tmp_path: Path)
         assert task["period_s"] == 0.01 and task["cycles"] > 0 and "lateness_p99_s" in task
         assert s["spool"]["depth_samples"] >= 0 and "oldest_age_s" in s["spool"]
         assert s["sinks"]["local"]["state"] == "ready" and s["sinks"]["local"]["lag_samples"] is not None
-        assert s["config"]["file"].endswith("(built-in demo cell)") and s["config"]["loaded_at"]
+        assert s["config"]["file"] == str(tmp_path / "demo" / "demo-cell.toml") and s["config"]["loaded_at"]
         n = len(s["devices"])
         assert s["summary"].startswith(f"{n}/{n} devices up, spool ")
 
@@ -58,11 +58,15 @@ def test_edged_status_prints_the_device_states_of_a_running_demo(tmp_path: Path)
         res = edged("status", "--url", url, "--json")
         assert res.returncode == 0 and json.loads(res.stdout)["devices"]["robot1"]["state"] == "up"
 
-        # SIGHUP no longer kills the daemon: the built-in demo cell has no file, so the reload is refused
+        # the demo's cell is a file in its state folder: an edited copy is applied by SIGHUP
+        cell_file = tmp_path / "demo" / "demo-cell.toml"
+        cell_file.write_text(cell_file.read_text() + '\n[device.extra]\ndriver = "sim"\n'
+                                                      '[device.extra.tag.n]\naddress = "counter"\nscan_ms = 100\n')
         p.p.send_signal(signal.SIGHUP)
-        p.wait_for(r"reload refused, the running config is kept: .*not loaded from a file", 30, stream="err")
+        p.wait_for(r"reload applied", 30, stream="err")
         assert p.p.poll() is None
-        assert json.loads(scrape(url))["reload"]["last_result"] == "failed"
+        after = json.loads(scrape(url))
+        assert after["reload"]["last_result"] == "ok" and "extra" in after["devices"]
     finally:
         assert p.stop() == 0, p.stderr
 
