@@ -32,7 +32,7 @@ EXCEPTION_NAMES = {
     5: "ACKNOWLEDGE", 6: "SERVER DEVICE BUSY", 7: "NEGATIVE ACKNOWLEDGE", 8: "MEMORY PARITY ERROR",
     10: "GATEWAY PATH UNAVAILABLE", 11: "GATEWAY TARGET DEVICE FAILED TO RESPOND",
 }
-_FIELD_WORDS = {"unit": "wrong unit id", "function": "wrong function code", "count": "wrong byte count",
+_FIELD_WORDS = {"stray": "a frame nobody asked for", "unit": "wrong unit id", "function": "wrong function code", "count": "wrong byte count",
                 "length": "MBAP length contradicts the content", "echo": "write echo differs from the request",
                 "decode": "undecodable"}
 _RTU_KEYS = ("baudrate", "parity", "bytesize", "stopbits")
@@ -160,6 +160,7 @@ class ModbusDriver(Driver):
         self._connects = 0
         self._logged: set[tuple[Any, ...]] = set()
         self._link_logged: set[str] = set()
+        self._events_in_scan = False
         self.malformed: dict[str, int] = {}  # finer kinds of stats.errors["malformed"]
         units = sorted({r.unit for reqs in requests.values() for r in reqs}
                        | {unit_of(t, settings.unit_id) for t in tags})
@@ -237,7 +238,6 @@ class ModbusDriver(Driver):
         self._connects += 1
         if self._connects > 1:
             self.stats.reconnects += 1
-        self._link_logged.clear()
         for unit in list(self.units.retry_at):
             self.units.retry_at.pop(unit, None)
         for key in self.stats.unit_state:
@@ -292,9 +292,10 @@ class ModbusDriver(Driver):
             self._malformed(kind)
             if kind == "broken":
                 self.units.link_down()
+        self._events_in_scan = True
         if kind not in self._link_logged:
             self._link_logged.add(kind)
-            log.warning("device %s: %s on %s%s (counted; logged once per connection)", self.spec.name,
+            log.warning("device %s: %s on %s%s (counted; logged again after a clean scan)", self.spec.name,
                         describe_event(kind), self.settings.endpoint(),
                         f" (unit {unit})" if unit else "")
 
@@ -316,6 +317,7 @@ class ModbusDriver(Driver):
     async def _read_lean(self, group: str, requests: list[Request], link: MbapLink) -> list[Reading]:
         timeout = self.spec.timeout_s
         units = self.units
+        self._events_in_scan = False
         futs: list[asyncio.Future | None] = []
         try:
             for req in requests:
@@ -372,6 +374,9 @@ class ModbusDriver(Driver):
                 link.drop(f"a frame whose MBAP length contradicts its content (unit {req.unit} {req.span()})")
         if lost is not None or not link.connected:
             raise self._lost(lost or link.lost_error or LinkDown("connection lost"), f"scan {group}")
+        if self._link_logged and not failures and not self._events_in_scan:
+            self._link_logged.clear()  # a clean scan: the next wire problem is a new state, logged again
+            log.info("device %s: frames from %s are clean again", self.spec.name, self.settings.endpoint())
         return self._finish(group, requests, failures, out)
 
     def _finish(self, group: str, requests: list[Request], failures: list[str], out: list[Reading]) -> list[Reading]:
@@ -383,6 +388,7 @@ class ModbusDriver(Driver):
     async def _read_pymodbus(self, group: str, requests: list[Request], link: Link) -> list[Reading]:
         timeout = self.spec.timeout_s
         units = self.units
+        tcp = not isinstance(link, SerialLine)
         out: list[Reading] = []
         failures: list[str] = []
         for req in requests:
@@ -415,6 +421,8 @@ class ModbusDriver(Driver):
                 self._malformed("decode")
                 failures.append(self._failed(req, "malformed", f"bad response: {exc}", count=False))
                 out.extend(self._bad(req))
+                if tcp:
+                    link.drop()
                 continue
             ts = time.time_ns()
             self.stats.requests += 1
@@ -433,11 +441,17 @@ class ModbusDriver(Driver):
                     continue
             elif fc != req.table.fc:
                 kind, detail = "function", f"function code {fc}"
+            elif tcp and getattr(rsp, "transaction_id", None) == 0:  # pymodbus takes a tid 0 frame for any answer
+                kind, detail = "stray", "transaction id 0"
             else:
                 data = rsp.bits if req.table.is_bit else rsp.registers
                 have = len(data)
                 want = 8 * req.nbytes if req.table.is_bit else req.count
-                if have != want:
+                if getattr(rsp, "byte_count", req.nbytes) != req.nbytes or \
+                        getattr(rsp, "data_len", req.nbytes) != req.nbytes:
+                    kind, detail = "count", (f"byte count {getattr(rsp, 'byte_count', '?')} with "
+                                             f"{getattr(rsp, 'data_len', '?')} data bytes")
+                elif have != want:
                     kind, detail = "count", f"{have} {'bits' if req.table.is_bit else 'registers'}"
                 else:
                     try:
@@ -454,6 +468,8 @@ class ModbusDriver(Driver):
             failures.append(self._failed(req, "malformed", f"malformed response ({_FIELD_WORDS.get(kind, kind)}: "
                                                            f"{detail})", count=False))
             out.extend(self._bad(req, ts))
+            if tcp:
+                link.drop()  # pymodbus may be out of step with the stream now: start afresh on the next request
         return self._finish(group, requests, failures, out)
 
     def _bad(self, req: Request, ts: int | None = None) -> list[Reading]:
