@@ -161,6 +161,7 @@ class ModbusDriver(Driver):
         self._logged: set[tuple[Any, ...]] = set()
         self._link_logged: set[str] = set()
         self._events_in_scan = False
+        self._reopen = False  # pymodbus over TCP: the link was dropped on purpose and is reopened on use
         self.malformed: dict[str, int] = {}  # finer kinds of stats.errors["malformed"]
         units = sorted({r.unit for reqs in requests.values() for r in reqs}
                        | {unit_of(t, settings.unit_id) for t in tags})
@@ -235,6 +236,7 @@ class ModbusDriver(Driver):
             self.stats.error("connection")
             await self.close()
             raise DeviceUnavailable(f"device {self.spec.name}: {exc}") from None
+        self._reopen = False
         self._connects += 1
         if self._connects > 1:
             self.stats.reconnects += 1
@@ -255,6 +257,8 @@ class ModbusDriver(Driver):
             link.drop()
 
     def _require_link(self) -> Link | MbapLink:
+        if isinstance(self._link, TcpLink) and self._reopen:
+            return self._link  # pymodbus over TCP, dropped after one unit's timeout: reopened by the read
         if self._link is None or not self._link.connected:
             self.stats.error("connection")
             raise DeviceUnavailable(f"device {self.spec.name}: not connected ({self.settings.endpoint()})")
@@ -263,6 +267,7 @@ class ModbusDriver(Driver):
     def _lost(self, exc: Exception, what: str) -> DeviceUnavailable:
         """Account a silent link or a lost connection; drop what must be dropped; the error to raise."""
         link = self._link
+        self._reopen = False
         if isinstance(exc, LinkTimeout):
             # TCP: close the connection so a late answer is never taken for the next request. A shared
             # serial line stays open for the other units; this device leaves it until reconnected.
@@ -409,8 +414,9 @@ class ModbusDriver(Driver):
                 self.stats.error("timeout")
                 if units.timed_out(req.unit):
                     raise self._lost(exc, f"unit {req.unit} {req.span()}") from None
-                if not isinstance(link, SerialLine):
+                if tcp:
                     link.drop()  # pymodbus cannot tell a late answer from the next one: start afresh
+                    self._reopen = True
                 out.extend(self._bad(req))
                 continue
             except LinkDown as exc:
@@ -423,6 +429,7 @@ class ModbusDriver(Driver):
                 out.extend(self._bad(req))
                 if tcp:
                     link.drop()
+                    self._reopen = True
                 continue
             ts = time.time_ns()
             self.stats.requests += 1
@@ -470,6 +477,7 @@ class ModbusDriver(Driver):
             out.extend(self._bad(req, ts))
             if tcp:
                 link.drop()  # pymodbus may be out of step with the stream now: start afresh on the next request
+                self._reopen = True
         return self._finish(group, requests, failures, out)
 
     def _bad(self, req: Request, ts: int | None = None) -> list[Reading]:
@@ -614,6 +622,7 @@ class ModbusDriver(Driver):
                 raise self._lost(exc, f"write {tag.name} (unit {unit} {a.span()})") from None
             if not isinstance(link, SerialLine):
                 link.drop()
+                self._reopen = True
             raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name} (unit {unit}): {exc}",
                               kind="timeout") from None
         except LinkDown as exc:
