@@ -187,3 +187,31 @@ def test_daemon_run_and_read_against_a_gateway_with_one_silent_unit(tmp_path: Pa
         assert {s["quality"] for s in samples if s.get("tag") == "far"} == {"bad"}
     finally:
         server.stop_thread()
+
+
+async def test_a_cancelled_scan_is_no_timeout_and_its_answer_is_discarded() -> None:
+    server = HostileServer("ok", late={1}, late_s=0.3)
+    port = await server.start()
+    devices, _ = load_devices(gateway_doc(port, timeout_s=2.0))
+    drv: ModbusDriver = devices["gw"].driver
+    try:
+        await drv.connect()
+        task = asyncio.create_task(drv.read("default"))
+        while server.requests == 0:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        server.late.clear()
+        server.silent.add(9)
+        for _ in range(100):                            # until the cancelled request's answer came and went
+            if not drv._link.pending:
+                break
+            await asyncio.sleep(0.02)
+        assert not drv._link.pending and drv.stats.timeouts == 0
+        readings = {r.tag.name: r for r in await drv.read("default")}
+        assert [readings[f"t{i}"].value for i in range(9)] == [REAL_BASE + i for i in range(9)]
+        assert drv.stats.unit_state["unit 1"] == "up" and server.accepts == 1
+    finally:
+        await drv.close()
+        await server.stop()

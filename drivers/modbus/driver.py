@@ -320,26 +320,36 @@ class ModbusDriver(Driver):
         return await self._read_pymodbus(group, requests, link)
 
     async def _read_lean(self, group: str, requests: list[Request], link: MbapLink) -> list[Reading]:
+        """Send a scan's requests (up to max_outstanding in flight), then collect their answers in order."""
         timeout = self.spec.timeout_s
         units = self.units
         self._events_in_scan = False
         futs: list[asyncio.Future | None] = []
         try:
-            for req in requests:
-                if units.backed_off(req.unit):
-                    futs.append(None)
-                    continue
-                await link.acquire()
-                if units.backed_off(req.unit):  # it timed out while we waited for the slot
-                    link.release_unused()
-                    futs.append(None)
-                    continue
-                futs.append(link.send(req.unit, req.frame, timeout))
-        except LinkDown as exc:
+            try:
+                for req in requests:
+                    if units.backed_off(req.unit):
+                        futs.append(None)
+                        continue
+                    await link.acquire()
+                    if units.backed_off(req.unit):  # it timed out while we waited for the slot
+                        link.release_unused()
+                        futs.append(None)
+                        continue
+                    futs.append(link.send(req.unit, req.frame, timeout))
+            except LinkDown as exc:
+                raise self._lost(exc, "connection lost") from None
+            return await self._collect(group, requests, futs, link)
+        except BaseException:
             for fut in futs:
-                if fut is not None:
-                    fut.cancel()
-            raise self._lost(exc, "connection lost") from None
+                if fut is not None and not fut.done():
+                    fut.cancel()  # an answer may still come: recognised by its tid and discarded
+            raise
+
+    async def _collect(self, group: str, requests: list[Request], futs: list[asyncio.Future | None],
+                       link: MbapLink) -> list[Reading]:
+        """Await, check and decode the answers of a scan's requests (edged's TCP client)."""
+        units = self.units
         out: list[Reading] = []
         failures: list[str] = []
         lost: Exception | None = None

@@ -188,6 +188,8 @@ class MbapLink(asyncio.Protocol):
         if len(self.late) > LATE_MEMORY:
             self.late.popitem(last=False)
         self._release()
+        if p.fut.cancelled():  # its reader went away (a cancelled scan): not the unit's fault
+            return
         if not p.fut.done():
             p.fut.set_exception(LinkTimeout(f"no response within {timeout_s:g} s"))
         if self.splitter.pending and not self.pending:
