@@ -318,6 +318,21 @@ cdef class Program:
             out.append(_tuple_new(cls, (tags[i], self._value(i), quality, ts_ns)))
         return out
 
+    def readings_mbap(self, bytes frame, int unit, int fc, long long ts_ns, quality):
+        """Readings of a whole Modbus/TCP read response (MBAP header first), or None unless it matches exactly.
+
+        Exactly: total size = 6 + MBAP length, unit id, function code, byte count (the request's) and
+        MBAP length = 3 + byte count. On None, ``edged.cext.mbap.check_read`` says which field differs.
+        The transaction id is the caller's to match.
+        """
+        cdef const unsigned char* b = <const unsigned char*>PyBytes_AS_STRING(frame)
+        cdef Py_ssize_t n = len(frame)
+        cdef Py_ssize_t nbytes = (self.span + 7) // 8 if self.bit_table else 2 * self.span
+        if n < 9 or n != 9 + nbytes or ((b[4] << 8) | b[5]) != 3 + nbytes or b[6] != unit or b[7] != fc \
+                or b[8] != nbytes:
+            return None
+        return self.readings_from(frame, 9, ts_ns, quality)
+
     def decode_from(self, bytes frame, Py_ssize_t pos):
         """Like ``decode()``, from the data bytes of a response frame that start at ``pos``."""
         self._load_wire(frame, pos)

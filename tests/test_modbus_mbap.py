@@ -71,3 +71,26 @@ def test_decode_from_wire_bytes_equals_decode_from_registers() -> None:
     assert bits.decode_from(b"\x00" * 9 + b"\x05\x04", 9) == [True, False, True] + [False] * 7 + [True]
     with pytest.raises(ValueError):
         p.decode_from(wire[:-1], 9)
+
+
+def test_readings_mbap_accepts_exactly_what_check_read_accepts() -> None:
+    import random
+    from collections import namedtuple
+
+    R = namedtuple("R", "tag value quality ts_ns")
+    progs = [(codec.Program([(0, 2, 0, 0, 0, 1.0, 0.0), (1, 2, 0, 0, 0, 1.0, 0.0)], 2, False, ["a", "b"], R), 3, 4),
+             (codec.Program([(i, 10, 0, 0, 0, 1.0, 0.0) for i in range(9)], 9, True, list("abcdefghi"), R), 1, 2)]
+    rng = random.Random(8)
+    good = [frame(1, 1, b"\x03\x04\x00\x01\x00\x02"), frame(1, 1, b"\x01\x02\xff\x01")]
+    for _ in range(5000):
+        f = bytearray(rng.choice(good))
+        for _ in range(rng.randrange(0, 3)):
+            f[rng.randrange(len(f))] = rng.choice([0, 1, 2, 3, 4, 5, 6, 8, 0x83, 255])
+        if rng.random() < 0.2:
+            f = f[:rng.randrange(len(f))] if rng.random() < 0.5 else f + b"\x00"
+        f = bytes(f)
+        if len(f) < 7:
+            continue
+        for prog, fc, nbytes in progs:
+            got = prog.readings_mbap(f, 1, fc, 0, 0)
+            assert (got is not None) == (mbap.check_read(f, 1, fc, nbytes) == mbap.OK), f.hex()

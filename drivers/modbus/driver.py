@@ -32,6 +32,7 @@ EXCEPTION_NAMES = {
     5: "ACKNOWLEDGE", 6: "SERVER DEVICE BUSY", 7: "NEGATIVE ACKNOWLEDGE", 8: "MEMORY PARITY ERROR",
     10: "GATEWAY PATH UNAVAILABLE", 11: "GATEWAY TARGET DEVICE FAILED TO RESPOND",
 }
+GOOD = Quality.GOOD
 _FIELD_WORDS = {"stray": "a frame nobody asked for", "unit": "wrong unit id", "function": "wrong function code", "count": "wrong byte count",
                 "length": "MBAP length contradicts the content", "echo": "write echo differs from the request",
                 "decode": "undecodable"}
@@ -367,21 +368,23 @@ class ModbusDriver(Driver):
                 lost = lost or exc
                 continue
             ts = time.time_ns()
-            st = mbap.check_read(f, req.unit, req.table.fc, req.nbytes)
-            if st == mbap.OK:
-                units.answered(req.unit)
-                readings = req.program.readings_from(f, 9, ts, Quality.GOOD)
-                self._recovered(req)
+            readings = req.program.readings_mbap(f, req.unit, req.table.fc, ts, GOOD)
+            if readings is not None:  # every field matched the request
+                if units.consecutive or units.retry_at:
+                    units.answered(req.unit)
+                if self._logged:
+                    self._recovered(req)
                 self.stats.values += len(readings)
                 out.extend(readings)
                 continue
+            st = mbap.check_read(f, req.unit, req.table.fc, req.nbytes)
             out.extend(self._bad(req, ts))
             if st == mbap.EXCEPTION:
                 units.answered(req.unit)
                 code = f[8]
                 failures.append(self._failed(req, "exception", f"exception {code} {exception_name(code)}", code))
                 continue
-            kind = mbap.KIND[st]
+            kind = mbap.KIND[st] if st != mbap.OK else "decode"  # OK here would mean the two checks disagree
             self._malformed(kind)
             failures.append(self._failed(req, "malformed", f"malformed response ({_FIELD_WORDS[kind]})",
                                          count=False))
