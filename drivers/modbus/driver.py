@@ -332,11 +332,14 @@ class ModbusDriver(Driver):
                     if units.backed_off(req.unit):
                         futs.append(None)
                         continue
-                    await link.acquire()
-                    if units.backed_off(req.unit):  # it timed out while we waited for the slot
-                        link.release_unused()
-                        futs.append(None)
-                        continue
+                    if link.outstanding < link.max_outstanding and not link.waiters and link.transport is not None:
+                        link.outstanding += 1  # a free slot: taken without awaiting
+                    else:
+                        await link.acquire()
+                        if units.backed_off(req.unit):  # it timed out while we waited for the slot
+                            link.release_unused()
+                            futs.append(None)
+                            continue
                     futs.append(link.send(req.unit, req.frame, timeout))
             except LinkDown as exc:
                 raise self._lost(exc, "connection lost") from None
