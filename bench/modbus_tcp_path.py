@@ -299,7 +299,7 @@ def main() -> int:
         text = "\n".join(lines)
         print(text)
         if args.write_md:
-            write_md(text, "python bench/modbus_tcp_path.py " + " ".join(sys.argv[1:]).replace(" --write-md", ""))
+            write_md(text, " ".join(["python bench/modbus_tcp_path.py"] + [a for a in sys.argv[1:] if a != "--write-md"]))
         return 0
     finally:
         server.terminate()
