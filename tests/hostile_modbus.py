@@ -6,6 +6,8 @@ real ones), so a test can tell that no invented value was ever reported good. Un
 answer; units in ``late`` answer after ``late_s``. ``case`` is one of CASES, or ``"rotate"`` to play
 them in turn, one per request. ``accepts`` counts TCP connections accepted.
 
+``hold`` keeps answers back until ``release()`` (to see how many requests a client has in flight).
+
 Run alone: ``python hostile_modbus.py [--port N] [--case rotate] [--silent 9]`` (prints ``serving PORT``).
 """
 from __future__ import annotations
@@ -69,6 +71,8 @@ class HostileServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.registers: dict[int, int] = {}  # writes land here (holding registers)
         self._writers: set[asyncio.StreamWriter] = set()
+        self.hold = False  # while True, answers are kept back until release()
+        self._held: list[tuple[asyncio.StreamWriter, str, int, int, bytes]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, port: int = 0) -> int:
@@ -130,6 +134,9 @@ class HostileServer:
                     continue
                 case = self._next_case()
                 self.played[case] = self.played.get(case, 0) + 1
+                if self.hold:
+                    self._held.append((writer, case, tid, unit, pdu))
+                    continue
                 if unit in self.late:
                     asyncio.get_running_loop().call_later(self.late_s, self._answer_later, writer, case, tid,
                                                           unit, pdu)
@@ -140,6 +147,13 @@ class HostileServer:
         finally:
             self._writers.discard(writer)
             writer.close()
+
+    def release(self) -> None:
+        """Stop holding answers back and send the held ones (in the loop thread of the server)."""
+        self.hold = False
+        held, self._held = self._held, []
+        for writer, case, tid, unit, pdu in held:
+            self._answer_later(writer, case, tid, unit, pdu)
 
     def _answer_later(self, writer: asyncio.StreamWriter, case: str, tid: int, unit: int, pdu: bytes) -> None:
         if not writer.is_closing():

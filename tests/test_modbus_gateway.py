@@ -215,3 +215,26 @@ async def test_a_cancelled_scan_is_no_timeout_and_its_answer_is_discarded() -> N
     finally:
         await drv.close()
         await server.stop()
+
+
+@pytest.mark.parametrize("max_outstanding", [1, 3])
+async def test_max_outstanding_bounds_the_requests_in_flight(max_outstanding: int) -> None:
+    server = HostileServer("ok")
+    server.hold = True                                         # no answer until released
+    port = await server.start()
+    tags = {f"b{i}": {"address": f"hr:{i * 100}", "type": "uint16"} for i in range(4)}   # 4 requests
+    devices, _ = load_devices(tcp_device("p", port, tags, timeout_s=30.0, max_outstanding=max_outstanding))
+    drv: ModbusDriver = devices["p"].driver
+    try:
+        await drv.connect()
+        task = asyncio.create_task(drv.read("default"))
+        while server.requests < max_outstanding:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)                               # time to send more, were it allowed to
+        assert server.requests == max_outstanding               # no answer has left the server yet
+        server.release()
+        readings = await task
+        assert [r.value for r in readings] == [REAL_BASE + i * 100 for i in range(4)]
+    finally:
+        await drv.close()
+        await server.stop()
