@@ -16,6 +16,7 @@ from edged.drivers.modbus.emulator import ModbusEmulator
 from edged.errors import DeviceUnavailable, ReadFailed
 from edged.tag import Quality, Reading, Tag
 from edged.writes import check_write
+import modbus_support
 from modbus_support import free_port, load_devices, socat_pair, tcp_device
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,6 +35,16 @@ LIMITS: dict[str, list[Any]] = {
     "string": ["", "A", "ABCDEFGHI", "\u00e9t\u00e9 \u00ff", "12345678"],   # length 9: odd, 5 registers
     "bool": [True, False, True, False],
 }
+
+
+@pytest.fixture(autouse=True, params=["edged", "pymodbus"])
+def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every TCP test runs with edged's own client and with the pymodbus client (``client`` device key)."""
+    if request.param == "pymodbus" and "tcp_device" not in request.function.__code__.co_names:
+        pytest.skip("no TCP device in this test")
+    orig = modbus_support.tcp_device
+    monkeypatch.setitem(globals(), "tcp_device", lambda *a, **k: orig(*a, **{"client": request.param, **k}))
+    return request.param
 
 
 def by_name(readings: list[Reading]) -> dict[str, Reading]:
