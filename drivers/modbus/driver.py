@@ -21,7 +21,7 @@ from .address import (MAX_BITS, MAX_REGISTERS, MAX_UNIT_ID, T_BIT, T_COIL, T_STR
 from .line import Link, LinkDown, LinkTimeout, SerialLine, SerialSettings, TcpLink, attach_serial, detach_serial
 from .plan import Limits, Request, build_plan, unit_of
 from .tcp import MbapLink, describe_event
-from .units import UP, UnitHealth
+from .units import UnitHealth
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,7 @@ class ModbusDriver(Driver):
         self._logged: set[tuple[Any, ...]] = set()
         self._link_logged: set[str] = set()
         self._events_in_scan = False
+        self._late_logged = False
         self._reopen = False  # pymodbus over TCP: the link was dropped on purpose and is reopened on use
         self.malformed: dict[str, int] = {}  # finer kinds of stats.errors["malformed"]
         units = sorted({r.unit for reqs in requests.values() for r in reqs}
@@ -238,13 +239,11 @@ class ModbusDriver(Driver):
             await self.close()
             raise DeviceUnavailable(f"device {self.spec.name}: {exc}") from None
         self._reopen = False
+        self._late_logged = False
         self._connects += 1
         if self._connects > 1:
             self.stats.reconnects += 1
-        for unit in list(self.units.retry_at):
-            self.units.retry_at.pop(unit, None)
-        for key in self.stats.unit_state:
-            self.stats.unit_state[key] = UP
+        self.units.link_up()
 
     async def close(self) -> None:
         """Close the TCP connection, or leave the serial line (closed when its last device leaves)."""
@@ -291,13 +290,17 @@ class ModbusDriver(Driver):
                 link.drop(f"unit {unit}: no response within {self.spec.timeout_s:g} s (link silent: "
                           f"{self.units.consecutive} timeout(s) in a row, no unit answered)", silent=True)
             return
-        if kind == "late":
+        if kind == "late":  # benign (a slow unit): counted, logged once per connection
             self.stats.error("late")
             self.units.link_alive()
-        else:
-            self._malformed(kind)
-            if kind == "broken":
-                self.units.link_down()
+            if not self._late_logged:
+                self._late_logged = True
+                log.info("device %s: a late answer (unit %d) arrived after its timeout: recognised by its "
+                         "transaction id and discarded (counted as late)", self.spec.name, unit)
+            return
+        self._malformed(kind)
+        if kind == "broken":
+            self.units.link_down()
         self._events_in_scan = True
         if kind not in self._link_logged:
             self._link_logged.add(kind)
