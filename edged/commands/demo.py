@@ -14,9 +14,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edged.driver import emulator_for
 from edged.cell import Cell, parse_cell
 from edged.demo.animate import DemoAnimation
 from edged.runtime import Runtime
+from edged.statelock import StateDirBusy, StateLock
 
 log = logging.getLogger("edged.demo")
 
@@ -81,7 +83,7 @@ async def run_demo(cell: Cell, seconds: float) -> None:
     rt = Runtime(cell)
     try:
         for kind, devs in by_kind.items():
-            emu = type(devs[0].driver).emulator([d.driver for d in devs])
+            emu = emulator_for([d.driver for d in devs])
             await emu.start()
             started.append(emu)
             for d in devs:
@@ -139,8 +141,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cell = parse_cell(tomllib.loads(text), "(built-in demo cell)")
     try:
+        lock = StateLock.acquire(cell.state_dir)  # two demos on one state folder would share a spool
+    except (StateDirBusy, OSError) as exc:
+        print(f"edged demo: {exc}", file=sys.stderr)
+        return 1
+    try:
         asyncio.run(run_demo(cell, args.seconds))
     except OSError as exc:  # an unusable state dir, a port taken meanwhile: say it, no traceback
         print(f"edged demo: {exc}", file=sys.stderr)
         return 1
+    finally:
+        lock.release()
     return 0
