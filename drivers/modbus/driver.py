@@ -42,10 +42,6 @@ _TCP_ONLY_KEYS = ("client", "max_outstanding")
 MAX_OUTSTANDING = 64
 
 
-class ModbusWriteFailed(WriteFailed, ReadFailed):
-    """A write that did not happen; also a ReadFailed while callers on main still catch only that (transition)."""
-
-
 def exception_name(code: int) -> str:
     """The Modbus name of an exception code, e.g. 2 -> ``ILLEGAL DATA ADDRESS``."""
     return EXCEPTION_NAMES.get(code, f"EXCEPTION {code}")
@@ -556,7 +552,7 @@ class ModbusDriver(Driver):
         a: ModbusAddress = tag.addr
         if not tag.writable or not a.table.writable:
             self.stats.writes_failed += 1
-            raise ModbusWriteFailed(f"{tag.key}: write refused: the tag is not writable", kind="refused")
+            raise WriteFailed(f"{tag.key}: write refused: the tag is not writable", kind="refused")
         unit = unit_of(tag, self.settings.unit_id)
         try:
             if a.type_code in (T_COIL, T_BIT):
@@ -567,7 +563,7 @@ class ModbusDriver(Driver):
                 registers = codec.encode(a.type_code, int(a.order), tag.to_raw(value), a.length)
         except ValueError as exc:
             self.stats.writes_failed += 1
-            raise ModbusWriteFailed(f"{tag.key}: write refused, nothing sent: {exc}", kind="refused") from None
+            raise WriteFailed(f"{tag.key}: write refused, nothing sent: {exc}", kind="refused") from None
         link = self._require_link()
         if isinstance(link, MbapLink):
             async with self._write_lock:
@@ -606,7 +602,7 @@ class ModbusDriver(Driver):
             self.stats.writes_failed += 1
             if not link.connected:
                 raise self._lost(link.lost_error or exc, f"write {tag.name} (unit {unit})") from None
-            raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name} (unit {unit}): {exc}",
+            raise WriteFailed(f"device {self.spec.name}: write {tag.name} (unit {unit}): {exc}",
                               kind="timeout") from None
         except LinkDown as exc:
             self.stats.writes_failed += 1
@@ -621,14 +617,14 @@ class ModbusDriver(Driver):
             self.units.answered(unit)
             code = f[8]
             self.stats.error("exception")
-            raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name} (fc {fc} unit {unit} "
+            raise WriteFailed(f"device {self.spec.name}: write {tag.name} (fc {fc} unit {unit} "
                               f"{a.table.label} {a.span()}) refused: exception {code} {exception_name(code)}",
                               kind="exception")
         kind = mbap.KIND[st]
         self._malformed(kind)
         if st == mbap.BAD_LENGTH and isinstance(self._link, MbapLink):
             self._link.drop("a frame whose MBAP length contradicts its content")
-        raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name} (fc {fc} unit {unit}): malformed answer "
+        raise WriteFailed(f"device {self.spec.name}: write {tag.name} (fc {fc} unit {unit}): malformed answer "
                           f"({_FIELD_WORDS[kind]})", kind="malformed")
 
     async def _write_pymodbus(self, link: Link, tag: Tag, a: ModbusAddress, unit: int, value: Any,
@@ -663,7 +659,7 @@ class ModbusDriver(Driver):
             if not isinstance(link, SerialLine):
                 link.drop()
                 self._reopen = True
-            raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name} (unit {unit}): {exc}",
+            raise WriteFailed(f"device {self.spec.name}: write {tag.name} (unit {unit}): {exc}",
                               kind="timeout") from None
         except LinkDown as exc:
             self.stats.writes_failed += 1
@@ -671,19 +667,19 @@ class ModbusDriver(Driver):
         except ModbusException as exc:
             self.stats.writes_failed += 1
             self._malformed("decode")
-            raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name}: bad response: {exc}",
+            raise WriteFailed(f"device {self.spec.name}: write {tag.name}: bad response: {exc}",
                               kind="malformed") from None
         fc = int(getattr(rsp, "function_code", -1))
         if getattr(rsp, "dev_id", None) != unit or (fc & 0x7F) != want_fc:
             self.stats.writes_failed += 1
             self._malformed("unit" if getattr(rsp, "dev_id", None) != unit else "function")
-            raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name}: malformed answer (unit "
+            raise WriteFailed(f"device {self.spec.name}: write {tag.name}: malformed answer (unit "
                               f"{getattr(rsp, 'dev_id', None)}, function code {fc})", kind="malformed")
         if rsp.isError():
             code = int(getattr(rsp, "exception_code", 0) or 0)
             self.stats.writes_failed += 1
             self.stats.error("exception")
-            raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name} (fc {fc & 0x7F} unit {unit} "
+            raise WriteFailed(f"device {self.spec.name}: write {tag.name} (fc {fc & 0x7F} unit {unit} "
                               f"{a.table.label} {a.span()}) refused: exception {code} {exception_name(code)}",
                               kind="exception")
         self.units.answered(unit)
