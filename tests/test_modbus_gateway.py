@@ -174,7 +174,8 @@ def test_daemon_run_and_read_against_a_gateway_with_one_silent_unit(tmp_path: Pa
                        what="unit 9 probed again")
             text = scrape(url)
             assert metric(text, "edged_device_state", device="gw", state="degraded") == 1.0
-            assert metric(text, "edged_device_up", device="gw") is not None
+            assert metric(text, "edged_device_unit_up", device="gw", unit="unit 1") == 1.0
+            assert metric(text, "edged_device_unit_up", device="gw", unit="unit 9") == 0.0
         finally:
             code = d.stop()
         assert code == 0, d.stderr
