@@ -109,6 +109,7 @@ async def test_a_stray_tid_0_frame_keeps_the_connection_and_the_real_answer_is_t
             readings = await drv.read("regs")
             assert [r.value for r in readings] == [REAL_BASE + i for i in range(4)]
         assert server.accepts == 1 and drv.malformed == {"stray": 3}
+        assert drv.status()["gauges"] == {"malformed_stray": 3.0, "requests_in_flight": 0.0}
     finally:
         await drv.close()
         await server.stop()
