@@ -165,7 +165,14 @@ class HostileServer:
             start, count = struct.unpack(">HH", pdu[1:5])
             frames = self._read_answer(case, tid, unit, fc, start, count)
         else:
-            frames = [self._mbap(tid, unit, self._write_echo(fc, pdu))]
+            echo = self._write_echo(fc, pdu)
+            if case == "exception_wrong_fc":
+                echo = bytes([0x80 | (3 if fc != 3 else 4), 2])
+            elif case == "wrong_unit":
+                unit = (unit + 1) & 0xFF
+            elif case not in ("ok", "split", "trailing_garbage", "tid0_first"):
+                echo = echo[:-1] + bytes([echo[-1] ^ 1])  # an echo that differs from the request
+            frames = [self._mbap(tid, unit, echo)]
         if case == "split":
             data = b"".join(frames)
             for i in range(len(data)):

@@ -10,7 +10,7 @@ import pytest
 
 from daemon_support import Proc, eventually
 from edged.drivers.modbus.driver import ModbusDriver
-from edged.errors import DeviceUnavailable, ReadFailed
+from edged.errors import DeviceUnavailable, ReadFailed, WriteFailed
 from edged.tag import Quality, Reading
 from hostile_modbus import CASES, INVENTED, REAL_BASE, HostileServer, real_bit
 from modbus_support import load_devices, tcp_device
@@ -163,4 +163,34 @@ async def test_a_repeated_lie_is_logged_once_per_state_change(case: str, caplog:
             assert any(r.levelno == logging.WARNING for r in again), [r.getMessage() for r in again]
         assert not [r for r in caplog.records if r.exc_info]
     finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("case", ["ok", "wrong_unit", "wrong_function", "exception_wrong_fc"])
+async def test_a_write_answer_must_echo_the_request(case: str, client: str) -> None:
+    server = HostileServer(case)
+    port = await server.start()
+    doc = SCANS + tcp_device("h", port, {"sp": {"address": "hr:5", "type": "uint16", "access": "write"},
+                                         "wide": {"address": "hr:6", "type": "uint32", "access": "write"},
+                                         "run": {"address": "co:1", "access": "write"}},
+                             timeout_s=0.3, client=client)
+    devices, tags = load_devices(doc)
+    drv: ModbusDriver = devices["h"].driver
+    try:
+        await drv.connect()
+        for name, value in (("sp", 7), ("wide", 70000), ("run", True)):
+            if case == "ok":
+                await drv.write(tags[f"h.{name}"], value)
+            else:
+                with pytest.raises((WriteFailed, DeviceUnavailable)) as info:
+                    await drv.write(tags[f"h.{name}"], value)
+                if isinstance(info.value, WriteFailed):
+                    assert info.value.kind == "malformed"
+                await drv.close()
+                await drv.connect()
+        assert drv.stats.writes == (3 if case == "ok" else 0)
+        assert server.registers.get(5) == 7                    # the server did get the writes
+    finally:
+        await drv.close()
         await server.stop()

@@ -642,19 +642,23 @@ class ModbusDriver(Driver):
                 await link.open(timeout)
             except LinkDown as exc:
                 raise self._lost(exc, "reconnect") from None
+        echo: bytes | None = None  # the data an exact echo carries (None: read-modify-write, checked by address)
         try:
             if a.type_code == T_COIL:
-                want_fc = 5
+                want_fc, echo = 5, struct.pack(">HH", a.offset, 0xFF00 if value else 0)
                 rsp = await link.request("write_coil", timeout, address=a.offset, value=value, device_id=unit)
             elif a.type_code == T_BIT:
                 want_fc = 22 if self.settings.bit_write == "mask" else 6
+                if want_fc == 22:
+                    mask = 1 << a.bit
+                    echo = struct.pack(">HHH", a.offset, 0xFFFF ^ mask, mask if value else 0)
                 rsp = await self._write_bit(link, a, unit, value, timeout)
             elif len(registers) == 1 and a.type_code != T_STRING:  # type: ignore[arg-type]
-                want_fc = 6
+                want_fc, echo = 6, struct.pack(">HH", a.offset, registers[0])  # type: ignore[index]
                 rsp = await link.request("write_register", timeout, address=a.offset, value=registers[0],  # type: ignore[index]
                                          device_id=unit)
             else:
-                want_fc = 16
+                want_fc, echo = 16, struct.pack(">HH", a.offset, len(registers))  # type: ignore[arg-type]
                 rsp = await link.request("write_registers", timeout, address=a.offset, values=registers,
                                          device_id=unit)
         except LinkTimeout as exc:
@@ -677,11 +681,17 @@ class ModbusDriver(Driver):
             raise WriteFailed(f"device {self.spec.name}: write {tag.name}: bad response: {exc}",
                               kind="malformed") from None
         fc = int(getattr(rsp, "function_code", -1))
-        if getattr(rsp, "dev_id", None) != unit or (fc & 0x7F) != want_fc:
+        raw = getattr(rsp, "raw_data", None)
+        bad_echo = not rsp.isError() and (raw != echo if echo is not None else getattr(rsp, "address", None) != a.offset)
+        if getattr(rsp, "dev_id", None) != unit or (fc & 0x7F) != want_fc or bad_echo:
+            kind = "unit" if getattr(rsp, "dev_id", None) != unit else "function" if (fc & 0x7F) != want_fc else "echo"
             self.stats.writes_failed += 1
-            self._malformed("unit" if getattr(rsp, "dev_id", None) != unit else "function")
-            raise WriteFailed(f"device {self.spec.name}: write {tag.name}: malformed answer (unit "
-                              f"{getattr(rsp, 'dev_id', None)}, function code {fc})", kind="malformed")
+            self._malformed(kind)
+            if not isinstance(link, SerialLine):
+                link.drop()
+                self._reopen = True
+            raise WriteFailed(f"device {self.spec.name}: write {tag.name}: malformed answer ({_FIELD_WORDS[kind]})",
+                              kind="malformed")
         if rsp.isError():
             code = int(getattr(rsp, "exception_code", 0) or 0)
             self.stats.writes_failed += 1

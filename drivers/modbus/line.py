@@ -10,8 +10,10 @@ from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
-from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
-from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
+from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse, WriteSingleCoilResponse
+from pymodbus.pdu.register_message import (MaskWriteRegisterResponse, ReadHoldingRegistersResponse,
+                                           ReadInputRegistersResponse, WriteMultipleRegistersResponse,
+                                           WriteSingleRegisterResponse)
 from pymodbus.transport.serialtransport import SerialTransport
 
 from edged.transport.serial import SerialSettings, open_serial
@@ -35,19 +37,23 @@ _PYMODBUS_TIMEOUT_MIN_S = 5.0
 
 
 def _counted(base: type) -> type:
-    """A pymodbus read response class that also keeps the byte count and the data bytes it was given."""
+    """A pymodbus response class that also keeps its byte count, data length and raw data bytes."""
 
     def decode(self: Any, data: bytes) -> None:
         self.byte_count = data[0] if data else -1
         self.data_len = len(data) - 1
+        self.raw_data = bytes(data)
         base.decode(self, data)
 
     return type(f"Counted{base.__name__}", (base,), {"decode": decode, "__doc__": base.__doc__})
 
 
-# edged checks the byte count of every read response itself (pymodbus ignores it for coils)
+# edged checks the byte count of every read response and the exact echo of every write itself
+# (pymodbus ignores the byte count of coils and reduces a coil echo to a bool)
 COUNTED_RESPONSES = [_counted(c) for c in (ReadCoilsResponse, ReadDiscreteInputsResponse,
-                                           ReadHoldingRegistersResponse, ReadInputRegistersResponse)]
+                                           ReadHoldingRegistersResponse, ReadInputRegistersResponse,
+                                           WriteSingleCoilResponse, WriteSingleRegisterResponse,
+                                           WriteMultipleRegistersResponse, MaskWriteRegisterResponse)]
 
 
 class LinkTimeout(Exception):
