@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(120)
 def gateway_doc(port: int, client: str = "edged", **keys: Any) -> str:
     tags: dict[str, dict[str, Any]] = {f"t{i}": {"address": f"hr:{i}", "type": "uint16"} for i in range(9)}
     tags["far"] = {"address": "hr:0", "type": "uint16", "unit_id": 9}
-    keys.setdefault("timeout_s", 0.2)
+    keys.setdefault("timeout_s", 0.5)  # generous: unit 1 must never time out, even on a busy machine
     keys.setdefault("backoff_initial_s", 30.0)
     keys.setdefault("backoff_max_s", 60.0)
     return tcp_device("gw", port, tags, client=client, **keys)
@@ -79,14 +79,14 @@ async def test_a_silent_unit_is_probed_once_per_backoff_period_and_comes_back() 
 @pytest.mark.parametrize("max_outstanding", [1, 4])
 async def test_a_late_answer_is_discarded_by_its_transaction_id_without_dropping_the_connection(
         max_outstanding: int) -> None:
-    server = HostileServer("ok", late={9}, late_s=0.4)
+    server = HostileServer("ok", late={9}, late_s=1.0)
     port = await server.start()
     devices, _ = load_devices(gateway_doc(port, max_outstanding=max_outstanding, backoff_initial_s=0.1,
                                           backoff_max_s=0.1))
     drv: ModbusDriver = devices["gw"].driver
     try:
         await drv.connect()
-        for _ in range(12):
+        for _ in range(8):
             readings = {r.tag.name: r for r in await drv.read("default")}
             assert [readings[f"t{i}"].value for i in range(9)] == [REAL_BASE + i for i in range(9)]
             assert readings["far"].quality is Quality.BAD
@@ -106,7 +106,7 @@ async def test_a_silent_link_drops_the_connection(client: str) -> None:
     drv: ModbusDriver = devices["gw"].driver
     try:
         await drv.connect()
-        with pytest.raises(DeviceUnavailable, match="no response within 0.2 s"):
+        with pytest.raises(DeviceUnavailable, match="no response within 0.5 s"):
             await drv.read("default")
         assert drv.stats.timeouts == 2                  # link_timeouts defaults to the 2 units of the device
         assert set(drv.stats.unit_state.values()) == {"down"}
@@ -155,7 +155,7 @@ def test_daemon_run_and_read_against_a_gateway_with_one_silent_unit(tmp_path: Pa
     cell = tmp_path / "cell.toml"
     cell.write_text(f'[cell]\nname = "g"\nstate_dir = "{tmp_path / "state"}"\nheartbeat_s = 0\n'
                     f'[metrics]\nlisten = "127.0.0.1:{mport}"\n[scan.default]\ninterval_ms = 100\n'
-                    + gateway_doc(port, timeout_s=0.3, backoff_initial_s=0.5, backoff_max_s=1.0))
+                    + gateway_doc(port, timeout_s=1.0, backoff_initial_s=0.5, backoff_max_s=2.0))
     url = f"http://127.0.0.1:{mport}/metrics"
     try:
         r = Proc(["read", "-c", str(cell), "--json"], tmp_path)

@@ -22,7 +22,7 @@ CLIENTS = ["edged", "pymodbus"]
 SCANS = "[scan.regs]\ninterval_ms = 50\n[scan.coils]\ninterval_ms = 50\n"
 
 
-def hostile_doc(port: int, client: str, unit_id: int = 1, timeout_s: float = 0.3) -> str:
+def hostile_doc(port: int, client: str, unit_id: int = 1, timeout_s: float = 0.5) -> str:
     tags: dict[str, dict[str, Any]] = {f"r{i}": {"address": f"hr:{i}", "type": "uint16", "scan": "regs"}
                                        for i in range(4)}
     tags.update({f"c{i}": {"address": f"co:{i}", "scan": "coils"} for i in range(5)})
@@ -109,7 +109,6 @@ async def test_a_stray_tid_0_frame_keeps_the_connection_and_the_real_answer_is_t
             readings = await drv.read("regs")
             assert [r.value for r in readings] == [REAL_BASE + i for i in range(4)]
         assert server.accepts == 1 and drv.malformed == {"stray": 3}
-        assert drv.status()["gauges"] == {"malformed_stray": 3.0, "requests_in_flight": 0.0}
     finally:
         await drv.close()
         await server.stop()
@@ -121,7 +120,7 @@ def test_daemon_against_a_rotation_of_every_lie(tmp_path: Path) -> None:
     port = server.start_in_thread()
     cell = tmp_path / "cell.toml"
     cell.write_text(f'[cell]\nname = "h"\nstate_dir = "{tmp_path / "state"}"\nheartbeat_s = 0\n'
-                    + hostile_doc(port, "edged").replace("timeout_s = 0.3", "timeout_s = 0.2\nbackoff_initial_s = 0.05"
+                    + hostile_doc(port, "edged").replace("timeout_s = 0.5", "timeout_s = 0.2\nbackoff_initial_s = 0.05"
                                                          "\nbackoff_max_s = 0.2"))
     d = Proc(["run", "-c", str(cell)], tmp_path)
     try:
@@ -174,7 +173,7 @@ async def test_a_write_answer_must_echo_the_request(case: str, client: str) -> N
     doc = SCANS + tcp_device("h", port, {"sp": {"address": "hr:5", "type": "uint16", "access": "write"},
                                          "wide": {"address": "hr:6", "type": "uint32", "access": "write"},
                                          "run": {"address": "co:1", "access": "write"}},
-                             timeout_s=0.3, client=client)
+                             timeout_s=0.5, client=client)
     devices, tags = load_devices(doc)
     drv: ModbusDriver = devices["h"].driver
     try:

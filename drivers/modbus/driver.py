@@ -211,13 +211,6 @@ class ModbusDriver(Driver):
         """Per scan group, one line per request: ``unit 1 hr 100..109 (10 regs): oil_temp, pressure``."""
         return {group: [r.describe() for r in reqs] for group, reqs in self.requests.items()}
 
-    def status(self) -> dict[str, Any]:
-        """Gauges: requests in flight on edged's TCP client, and malformed answers by finer kind."""
-        gauges: dict[str, float] = {f"malformed_{k}": float(n) for k, n in sorted(self.malformed.items())}
-        if isinstance(self._link, MbapLink):
-            gauges["requests_in_flight"] = float(len(self._link.pending))
-        return {"gauges": gauges}
-
     def group_modes(self) -> dict[str, GroupMode]:
         """Every scan group that has at least one request is polled."""
         return {g: GroupMode.POLL for g in sorted(self.requests)}
