@@ -155,7 +155,8 @@ def test_daemon_run_and_read_against_a_gateway_with_one_silent_unit(tmp_path: Pa
     cell = tmp_path / "cell.toml"
     cell.write_text(f'[cell]\nname = "g"\nstate_dir = "{tmp_path / "state"}"\nheartbeat_s = 0\n'
                     f'[metrics]\nlisten = "127.0.0.1:{mport}"\n[scan.default]\ninterval_ms = 100\n'
-                    + gateway_doc(port, timeout_s=1.0, backoff_initial_s=0.5, backoff_max_s=2.0))
+                    + gateway_doc(port, timeout_s=0.5, backoff_initial_s=0.5, backoff_max_s=2.0))
+    # (a probe of unit 9 holds the 100 ms scan for timeout_s = 0.5 s, below the runtime's 1 s staleness limit)
     url = f"http://127.0.0.1:{mport}/metrics"
     try:
         r = Proc(["read", "-c", str(cell), "--json"], tmp_path)
