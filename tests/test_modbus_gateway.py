@@ -240,3 +240,27 @@ async def test_max_outstanding_bounds_the_requests_in_flight(max_outstanding: in
     finally:
         await drv.close()
         await server.stop()
+
+
+async def test_each_request_expires_at_its_own_deadline() -> None:
+    """One timer per connection, armed for the earliest deadline, even when a later request has a shorter timeout."""
+    from edged.drivers.modbus.line import LinkTimeout
+    from edged.drivers.modbus.tcp import MbapLink, read_frame_maker
+
+    server = HostileServer("ok", silent={1})
+    port = await server.start()
+    events: list[tuple[str, int]] = []
+    link = MbapLink("127.0.0.1", port, max_outstanding=2, on_event=lambda kind, unit: events.append((kind, unit)))
+    try:
+        await link.open(5.0)
+        await link.acquire()
+        slow = link.send(1, read_frame_maker(1, 3, 0, 1), 30.0)
+        await link.acquire()
+        fast = link.send(1, read_frame_maker(1, 3, 0, 1), 0.1)
+        with pytest.raises(LinkTimeout):
+            await fast
+        assert not slow.done() and events == [("timeout", 1)]
+    finally:
+        link.drop()
+        await server.stop()
+    assert slow.done()                                         # failed by drop(), not left hanging

@@ -180,8 +180,11 @@ class MbapLink(asyncio.Protocol):
         fut = loop.create_future()  # type: ignore[union-attr]
         deadline = loop.time() + timeout_s  # type: ignore[union-attr]
         self.pending[tid] = _Pending(fut, unit, deadline, timeout_s)
-        if self._timer is None:
+        timer = self._timer
+        if timer is None or deadline < timer.when():
             # one timer per connection, armed for the earliest deadline (no timer per request)
+            if timer is not None:
+                timer.cancel()
             self._timer = loop.call_at(deadline, self._on_timer)  # type: ignore[union-attr]
         transport.write(data_for_tid(tid))
         return fut
