@@ -366,8 +366,12 @@ class ModbusDriver(Driver):
             return await self._collect(group, requests, futs, link)
         except BaseException:
             for fut in futs:
-                if fut is not None and not fut.done():
+                if fut is None:
+                    continue
+                if not fut.done():
                     fut.cancel()  # an answer may still come: recognised by its tid and discarded
+                elif not fut.cancelled():
+                    fut.exception()  # retrieved: no "Future exception was never retrieved" at collection
             raise
 
     async def _collect(self, group: str, requests: list[Request], futs: list[asyncio.Future | None],
