@@ -56,9 +56,11 @@ def responder_main(ports: list[int], epoch0: float, marker_port: int) -> None:
             self.buf = b""
 
         def connection_made(self, transport: Any) -> None:
+            """Keep the transport."""
             self.t = transport
 
         def data_received(self, data: bytes) -> None:
+            """Answer every complete request in the buffer."""
             self.buf += data
             while len(self.buf) >= 12:
                 tid, _pid, length, unit, fc, start, count = struct.unpack(">HHHBBHH", self.buf[:12])
@@ -72,6 +74,7 @@ def responder_main(ports: list[int], epoch0: float, marker_port: int) -> None:
                 self.t.write(struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu)
 
     async def main() -> None:
+        """Run the points (or a responder / the baseline, when started as one)."""
         _servers = [await asyncio.get_running_loop().create_server(lambda p=p: Proto(p == marker_port), "127.0.0.1", p)
                    for p in ports]
         print("ready", flush=True)
@@ -107,6 +110,7 @@ SPOOL = {"commit_interval_ms": 10, "durability": "os"}
 
 
 def make_cell(directory: Path, ports: list[int], tags: int, broker_port: int, metrics_port: int) -> Path:
+    """The generated cell file."""
     lines = ['[cell]', 'name = "scale"', f'state_dir = "{directory / "state"}"', 'log_level = "warning"',
              'heartbeat_s = 0', '[metrics]', f'listen = "127.0.0.1:{metrics_port}"',
              '[spool]', f'commit_interval_ms = {SPOOL["commit_interval_ms"]}', f'durability = "{SPOOL["durability"]}"',
@@ -122,11 +126,13 @@ def make_cell(directory: Path, ports: list[int], tags: int, broker_port: int, me
 
 
 def proc_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def proc_rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -211,6 +217,7 @@ def baseline_main(ports: list[int], tags: int, seconds: float) -> None:
     from pymodbus.client import AsyncModbusTcpClient
 
     async def main() -> None:
+        """Run the points (or a responder / the baseline, when started as one)."""
         clients = [AsyncModbusTcpClient("127.0.0.1", port=p, retries=0, reconnect_delay=0) for p in ports]
         for c in clients:
             await c.connect()
@@ -244,6 +251,7 @@ def baseline_main(ports: list[int], tags: int, seconds: float) -> None:
 
 
 def run_baseline(values_per_s: int, seconds: float) -> dict[str, Any]:
+    """One point through the hand-written pymodbus loop (in its own process)."""
     conns, tags = layout(values_per_s)
     ports = [free_port() for _ in range(conns)]
     responders = start_responders(ports, time.time())
@@ -261,6 +269,7 @@ def run_baseline(values_per_s: int, seconds: float) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Run the points (or a responder / the baseline, when started as one)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", default="1000,10000,50000,200000")
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -297,6 +306,7 @@ def main() -> None:
 
 
 def write_md(rows: list[tuple[dict, dict]], args: argparse.Namespace) -> None:
+    """Replace this benchmark's section of BENCHMARKS.md."""
     cmd = (f".venv/bin/python bench/cell_scale.py --points {args.points} --seconds {args.seconds:g} "
            f"--commit-interval-ms {args.commit_interval_ms} --durability {args.durability} --write-md")
     lines = [MD_SECTION, "", f"Command: `{cmd}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores). Each point: "

@@ -43,10 +43,12 @@ def responder_main(port: int, silence_file: str) -> None:
 
     class Proto(asyncio.Protocol):
         def connection_made(self, transport: Any) -> None:
+            """Keep the transport."""
             self.t = transport
             self.buf = b""
 
         def data_received(self, data: bytes) -> None:
+            """Answer every complete request in the buffer."""
             self.buf += data
             while len(self.buf) >= 12:
                 tid, _pid, length, unit, fc, start, count = struct.unpack(">HHHBBHH", self.buf[:12])
@@ -60,6 +62,7 @@ def responder_main(port: int, silence_file: str) -> None:
                 self.t.write(struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu)
 
     async def main() -> None:
+        """Run the points (or a responder / the baseline, when started as one)."""
         await asyncio.get_running_loop().create_server(Proto, "127.0.0.1", port)
         print("ready", flush=True)
         await asyncio.Event().wait()
@@ -78,12 +81,14 @@ class Responders:
             self.start(p)
 
     def start(self, port: int) -> None:
+        """Start the responder of one port."""
         p = subprocess.Popen([sys.executable, __file__, "--responder", str(port), "--silence-file", str(self.silence)],
                              stdout=subprocess.PIPE, text=True)
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         self.procs[port] = p
 
     def restart(self, port: int, down_s: float = 3.0) -> None:
+        """Kill a device's responder and start it again after a pause."""
         p = self.procs.pop(port)
         p.kill()
         p.wait()
@@ -91,12 +96,14 @@ class Responders:
         self.start(port)
 
     def stop(self) -> None:
+        """Stop every responder."""
         for p in self.procs.values():
             p.kill()
             p.wait()
 
 
 def make_cell(work: Path, ports: list[int], tags: int, broker_port: int, metrics_port: int) -> Path:
+    """The generated cell file."""
     lines = ['[cell]', 'name = "soak"', f'state_dir = "{work / "state"}"', 'log_level = "warning"', 'heartbeat_s = 0',
              '[metrics]', f'listen = "127.0.0.1:{metrics_port}"',
              '[sink.local]', 'type = "jsonl"', f'path = "{work / "samples.jsonl"}"', 'max_bytes = 100000000000',
@@ -115,6 +122,7 @@ def make_cell(work: Path, ports: list[int], tags: int, broker_port: int, metrics
 
 
 def proc_stats(pid: int) -> tuple[float, int]:
+    """RSS (MB) and open descriptors of a process."""
     rss = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -152,11 +160,13 @@ class Counter:
         self.broker = broker
 
     def connect(self) -> None:
+        """Connect and start the network thread."""
         self.client.connect("127.0.0.1", self.broker.port)
         self.client.loop_start()
 
 
 def main() -> None:
+    """Run the points (or a responder / the baseline, when started as one)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--rate", type=int, default=50_000, help="float32 values per second (62 per connection per 10 ms)")
@@ -266,6 +276,7 @@ def main() -> None:
 
 def write_md(args: argparse.Namespace, conns: int, rows: list, faults: list[str], accepted: int, upstream: int,
              unaccounted: int, gaps: int, growth: float, code: int) -> None:
+    """Replace this benchmark's section of BENCHMARKS.md."""
     cmd = (f".venv/bin/python bench/soak.py --minutes {args.minutes:g} --rate {args.rate} --fault-every "
            f"{args.fault_every:g} --write-md")
     lines = [MD_SECTION, "", f"Command: `{cmd}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores): {conns} "

@@ -406,13 +406,13 @@ async def test_rtu_devices_must_agree_on_line_settings(tmp_path: Path) -> None:
     with socat_pair(tmp_path) as (near, far):
         alias = tmp_path / "by-id-alias"          # another name of the same line, like /dev/serial/by-id
         alias.symlink_to(near)
-        doc = rtu_doc(near).replace("baudrate = 115200\nunit_id = 2", "baudrate = 9600\nunit_id = 2")
-        doc = doc.replace(f'[device.conveyor]\ndriver = "modbus"\ntransport = "rtu"\nport = "{near}"',
-                          f'[device.conveyor]\ndriver = "modbus"\ntransport = "rtu"\nport = "{alias}"')
-        assert str(alias) in doc
+        same = rtu_doc(near).replace("baudrate = 115200\nunit_id = 2", "baudrate = 9600\nunit_id = 2")
         with pytest.raises(ConfigError, match=r"device\.conveyor\.baudrate: expected the same baudrate as device "
                                               r"oven on serial port .*\(115200: .*found 9600"):
-            parse_cell(tomllib.loads(doc), "cell.toml")
+            parse_cell(tomllib.loads(same), "cell.toml")
+        doc = same.replace(f'[device.conveyor]\ndriver = "modbus"\ntransport = "rtu"\nport = "{near}"',
+                           f'[device.conveyor]\ndriver = "modbus"\ntransport = "rtu"\nport = "{alias}"')
+        assert str(alias) in doc
         ok, _, emu = await started(rtu_doc(near), serial_peers={near: far})
         try:
             await ok["oven"].connect()

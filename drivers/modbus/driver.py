@@ -223,7 +223,7 @@ class ModbusDriver(Driver):
             if not isinstance(d, ModbusDriver) or d.settings.serial is None:
                 continue
             ser = d.settings.serial
-            key = os.path.realpath(ser.port)
+            key = os.path.normpath(ser.port)  # no I/O at load: another name of the port is caught at connect
             if key not in first:
                 first[key] = (d.spec.name, ser)
                 continue
