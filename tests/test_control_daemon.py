@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from daemon_support import Proc, eventually, free_port
+from edged.driver import emulator_for
 from edged.cell import parse_cell
 from edged.control.retain import decode, retain_path
 
@@ -92,7 +93,7 @@ class ThreadedEmulator:
     def __init__(self, cell: Any) -> None:
         drv = cell.devices["press1"].driver
         self.tags = cell.tags
-        self.emu = type(drv).emulator([drv])
+        self.emu = emulator_for([drv])
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 

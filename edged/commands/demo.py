@@ -14,9 +14,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edged.cell import Cell, parse_cell
+from edged.driver import emulator_for
+from edged.cell import Cell, load_cell, parse_cell
 from edged.demo.animate import DemoAnimation
 from edged.runtime import Runtime
+from edged.statelock import StateDirBusy, StateLock
 
 log = logging.getLogger("edged.demo")
 
@@ -54,12 +56,13 @@ def free_port(preferred: int = 0) -> int:
     raise OSError("no free port")
 
 
-def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | None) -> str:
+def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | None, s7_port: int = 0) -> str:
     """The demo cell TOML with its placeholders filled in."""
     text = resources.files("edged.demo").joinpath("cell.toml").read_text()
     # json.dumps gives a valid TOML basic string for any path (quotes and backslashes escaped)
     text = (text.replace('"{state_dir}"', json.dumps(str(state_dir))).replace("{metrics_port}", str(metrics_port))
             .replace("{modbus_port}", str(modbus_port)))
+    text = text.replace("{s7_port}", str(s7_port or free_port()))  # S7 PLC (conveyor1)
     control = resources.files("edged.demo").joinpath("control.toml")
     if control.is_file():
         text += "\n" + control.read_text()
@@ -81,7 +84,7 @@ async def run_demo(cell: Cell, seconds: float) -> None:
     rt = Runtime(cell)
     try:
         for kind, devs in by_kind.items():
-            emu = type(devs[0].driver).emulator([d.driver for d in devs])
+            emu = emulator_for([d.driver for d in devs])
             await emu.start()
             started.append(emu)
             for d in devs:
@@ -139,8 +142,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cell = parse_cell(tomllib.loads(text), "(built-in demo cell)")
     try:
+        lock = StateLock.acquire(cell.state_dir)  # two demos on one state folder would share a spool
+    except (StateDirBusy, OSError) as exc:
+        print(f"edged demo: {exc}", file=sys.stderr)
+        return 1
+    try:
+        # the demo's cell as a file in its state folder, so `kill -HUP` / `edged reload` apply an edited copy
+        path = cell.state_dir / "demo-cell.toml"
+        path.write_text(text)
+        cell = load_cell(path)
         asyncio.run(run_demo(cell, args.seconds))
     except OSError as exc:  # an unusable state dir, a port taken meanwhile: say it, no traceback
         print(f"edged demo: {exc}", file=sys.stderr)
         return 1
+    finally:
+        lock.release()
     return 0
