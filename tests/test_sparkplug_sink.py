@@ -374,7 +374,7 @@ async def test_mqtt5_over_tls_with_a_client_certificate_births_and_the_will(tmp_
             await h.stop()
 
 
-async def test_control_outputs_and_unknown_keys_are_declared_by_a_rebirth_then_sent(tmp_path: Path,
+async def test_control_outputs_and_unknown_keys_are_declared_by_a_dbirth_then_sent(tmp_path: Path,
                                                                                    mosquitto: Broker) -> None:
     h = Harness(tmp_path, mosquitto)
     h.scan("press1.count", 1)
@@ -385,10 +385,13 @@ async def test_control_outputs_and_unknown_keys_are_declared_by_a_rebirth_then_s
             t = time.time_ns()
             # what the control plane spools: device = task name, tag = block.pin
             h.spool.append([Sample(t, "fast", "pid1.out", 41.25, 0), Sample(t + 1000, "fast", "pid1.out", 42.5, 0)])
-            msgs = await until(col, lambda m: len(of(m, "NBIRTH")) == 2 and len(of(m, "DBIRTH")) == 5,
-                               "a rebirth declaring the new device and metric")
+            msgs = await until(col, lambda m: len(of(m, "DBIRTH")) == 3, "a DBIRTH declaring the new device and metric")
+            # the new device's DBIRTH only: no NBIRTH, the other devices' births stand, the seq goes on
+            assert len(of(msgs, "NBIRTH")) == 1 and of(msgs, "DBIRTH")[2][0].topic.endswith("/fast")
             fast = [p for r, p in of(msgs, "DBIRTH") if r.topic.endswith("/fast")]
             assert len(fast) == 1
+            seqs = [p.seq for _, p in of(msgs, "NBIRTH", "DBIRTH", "DDATA", "NDATA")]
+            assert seqs == list(range(len(seqs)))
             out = fast[0].by_name()["pid1.out"]
             assert (out.datatype, out.value) == (DOUBLE, 42.5)
             h.spool.append([Sample(time.time_ns(), "fast", "pid1.out", 43.0, 0)])

@@ -363,11 +363,13 @@ class SparkplugSink(Sink):
             log.warning("sink %s: the spool lost %d sample(s) of device %s before they could be sent", self.name,
                         gap.count, gap.device)
         new = self.node.learn(batch.samples)
-        if new:  # Sparkplug declares every metric in a birth: rebirth before the first value of a new one
+        if new:  # Sparkplug declares every metric in a birth: a DBIRTH of its device before its first value
+            devices = {self.node.tags[k].device for k in new}
             log.info("sink %s: %d new metric(s) not among the cell's tags (control outputs or an older cell "
-                     "file): %s; rebirth", self.name, len(new), ", ".join(new[:10]) + (" ..." if len(new) > 10 else ""))
-            assert self.node.bd_seq is not None  # born before any batch
-            await self._births(client, self.node.bd_seq)
+                     "file): %s; DBIRTH %s", self.name, len(new),
+                     ", ".join(new[:10]) + (" ..." if len(new) > 10 else ""), ", ".join(sorted(devices)))
+            self._pending_births |= devices
+            await self._device_changes(client)
         out, stats = self.node.data(batch.samples)
         for msg in out:
             await self._publish(client, msg)
