@@ -327,7 +327,7 @@ class SparkplugSink(Sink):
 
     async def _device_changes(self, client: aiomqtt.Client) -> None:
         """Publish the DDEATHs, then the DBIRTHs, that cell changes left pending (seq goes on from the last
-        message: Sparkplug 3.0, 7.2.2 / 7.2.3 and 6.4.7 seq)."""
+        message: Sparkplug 3.0, 4.2.2.1 / 4.2.2.3, tck-id-payloads-sequence-num-incrementing)."""
         deaths, self._pending_deaths = self._pending_deaths, set()
         for device in sorted(deaths):
             msg = self.node.device_death(device)

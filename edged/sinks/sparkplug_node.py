@@ -22,7 +22,8 @@ BDSEQ = "bdSeq"
 # Node-level metrics use aliases below TAG_ALIAS_BASE. At start a tag's alias is TAG_ALIAS_BASE + its slot,
 # so aliases are unique across the edge node and stable for as long as the cell file's tag order is; metrics
 # that appear later (learned metrics, tags a reload adds or retypes) take the next alias never used in this
-# process, so an alias is never reused for another metric (Sparkplug 3.0, 6.4.14 "Alias": unique per edge node).
+# process, so an alias is never reused for another metric (Sparkplug 3.0, 6.4 "Metric" alias:
+# tck-id-payloads-alias-uniqueness, unique across the edge node's entire set of metrics).
 REBIRTH_ALIAS = 1
 TAG_ALIAS_BASE = 16
 # Node metrics about edged itself: name -> (alias, datatype). Born in NBIRTH, updated by NDATA.
@@ -252,11 +253,12 @@ class EdgeNode:
         """Take the tags of a reloaded cell; return the devices that need a DBIRTH or a DDEATH.
 
         A tag whose Sparkplug name and datatype are unchanged keeps its alias and type (and the host's
-        view of it stays valid: Sparkplug 3.0, 6.4.14); an added tag, or one whose datatype changed,
+        view of it stays valid: Sparkplug 3.0, 6.4 alias rules); an added tag, or one whose datatype changed,
         gets a fresh alias, above every alias used so far; a removed tag's alias is never used again in
         this process, and its spooled samples are dropped (not learned back). A device with an added,
         removed or retyped metric needs a DBIRTH of its own (allowed at any time while the node is
-        born, 7.2.2: a DBIRTH redefines the device's whole metric set); a device without tags left
+        born: Sparkplug 3.0, 4.2.2.1 "Birth Message (DBIRTH)" and 5 "Device Session Establishment"; a
+        DBIRTH redefines the device's whole metric set); a device without tags left
         needs a DDEATH. Learned metrics (control outputs) are kept. No NBIRTH is ever needed: none of
         its metrics depends on the cell. Nothing is sent here and no seq is used.
         """
@@ -349,7 +351,8 @@ class EdgeNode:
                      now_ns: int | None = None) -> Outgoing:
         """A DBIRTH of one device of the born node (after a cell change): every metric of the device with
         its alias, type and current value, the next seq. Samples of this device acquired before ``now_ns``
-        are historical from now on (the birth carries a newer value). Sparkplug 3.0, 7.2.2 / 7.3.2."""
+        are historical from now on (the birth carries a newer value). Sparkplug 3.0, 4.2.2.1 DBIRTH
+        (tck-id-topics-dbirth-seq: the seq goes on from the previous message of the edge node)."""
         if self.birth_ns is None:
             raise RuntimeError("device_birth() before births()")
         if device not in self.devices:
@@ -359,7 +362,8 @@ class EdgeNode:
 
     def device_death(self, device: str, now_ns: int | None = None) -> Outgoing | None:
         """A DDEATH (timestamp and the next seq, no metrics) for a device born in this session, else None
-        (nothing to retract). Sparkplug 3.0, 6.4.7 / 7.2.3."""
+        (nothing to retract). Sparkplug 3.0, 4.2.2.3 DDEATH (tck-id-topics-ddeath-seq-num) and 5 "Device
+        Session Termination" (tck-id-operational-behavior-device-ddeath)."""
         if self.birth_ns is None or device not in self.born_devices:
             return None
         self.born_devices.discard(device)
