@@ -8,8 +8,10 @@ runtime reserved, so no old state is ever read for it; when the spares run out t
 ("tag layout changed: restart needed"). Control tasks are rebuilt as a whole control plane, between
 cycles, when a task table or a tag it reads or writes changed. The spool and the sinks are kept; a change
 to [spool], [sink.*], [metrics] or the [cell] keys other than log_level is refused (restart needed).
-Sparkplug sinks rebirth (NBIRTH and every DBIRTH) when the set or definition of tags changed, and
-send nothing when only device connection settings changed. An invalid file changes nothing.
+Sparkplug sinks are handed the new tags (``SparkplugSink.apply_cell_change``) and send the births the
+change needs, and only those: a DBIRTH for each added device or device whose metrics changed, a DDEATH
+for each removed one, nothing when only device connection settings changed, never an NBIRTH.
+An invalid file changes nothing.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ class Plan:
     restarted: list[str] = dataclasses.field(default_factory=list)
     unchanged: list[str] = dataclasses.field(default_factory=list)
     control: str = "unchanged"  # "unchanged", "rebuilt", "started", "stopped"
-    births: bool = False        # Sparkplug sinks need new births
+    sparkplug: list[str] = dataclasses.field(default_factory=list)  # messages Sparkplug sinks send: "DBIRTH x"
     log_level: str | None = None
 
     @property
@@ -58,8 +60,8 @@ class Plan:
         """For /status."""
         out = {"added": self.added, "removed": self.removed, "restarted": self.restarted,
                "unchanged": self.unchanged, "control": [self.control]}
-        if self.births:
-            out["sparkplug"] = ["rebirth"]
+        if self.sparkplug:
+            out["sparkplug"] = self.sparkplug
         return out
 
 
@@ -182,10 +184,6 @@ class Reloader:
             p.control = "stopped"
         elif old.control is not None and (old_raw.get("task") != raw.get("task") or moved):
             p.control = "rebuilt"
-        # a changed tag has a fresh slot, so comparing key -> slot maps finds added, removed and changed tags
-        p.births = bool(p.added or p.removed) or any(
-            {t.key: t.slot for t in old.devices[n].tags} != {t.key: t.slot for t in new.devices[n].tags}
-            for n in p.restarted)
         if (old_raw.get("cell") or {}).get("log_level") != nc.get("log_level"):
             p.log_level = new.log_level
         return p
@@ -240,9 +238,12 @@ class Reloader:
             await self._restart_control(old, new)
         for name in p.restarted + p.added:
             rt.add_device(new.devices[name])
-        if p.births:
-            for sink in rt.sinks:
-                rebirth_sparkplug(sink, tags)
+        for sink in rt.sinks:  # Sparkplug: the births (or deaths) the change needs
+            apply_change = getattr(sink, "apply_cell_change", None)
+            if apply_change is not None:
+                for msg in apply_change(tags.values()).describe():
+                    if msg not in p.sparkplug:
+                        p.sparkplug.append(msg)
         self.raw = raw
 
     async def _restart_control(self, old: Cell, new: Cell) -> None:
@@ -276,29 +277,6 @@ class Reloader:
             rt.control.start(asyncio.get_running_loop(), rt.append, rt.write_tag)
 
 
-def rebirth_sparkplug(sink: Any, tags: dict[str, Any]) -> bool:
-    """Re-declare a Sparkplug sink's metrics from the new tags and ask it for births; False for other sinks.
-
-    The edge node's births are one NBIRTH plus a DBIRTH per device; sending only the DBIRTH of a changed
-    device would need the sink's session internals, so the whole node is reborn (bdSeq unchanged).
-    """
-    node = getattr(sink, "node", None)
-    if node is None or not hasattr(node, "_register") or not hasattr(sink, "_wake"):
-        return False
-    learned = [t for k, t in node.tags.items() if k in node.learned and k not in tags]
-    node.tags, node.devices, node.types, node.by_alias, node._meta = {}, {}, {}, {}, {}
-    for t in sorted(tags.values(), key=lambda t: t.slot):
-        node._register(t)
-    nxt = max((t.slot for t in tags.values()), default=-1) + 1
-    for t in learned:  # control outputs: fresh aliases above every tag's
-        node._register(dataclasses.replace(t, slot=nxt))
-        nxt += 1
-    node._next_slot = nxt
-    sink._rebirth = True
-    sink._wake.set()
-    return True
-
-
 def describe(p: Plan) -> str:
     """One line: what the reload did."""
     parts = []
@@ -308,8 +286,8 @@ def describe(p: Plan) -> str:
     parts.append(f"{len(p.unchanged)} device(s) untouched")
     if p.control != "unchanged":
         parts.append(f"control plane {p.control}")
-    if p.births:
-        parts.append("Sparkplug rebirth")
+    if p.sparkplug:
+        parts.append("Sparkplug " + ", ".join(p.sparkplug))
     if p.log_level:
         parts.append(f"log level {p.log_level}")
     return "; ".join(parts)

@@ -1,9 +1,10 @@
 """The Sparkplug edge-node logic without a broker: births, seq, bdSeq persistence, historical flag, commands."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from test_sparkplug_wire import BOOLEAN, DOUBLE, INT16, STRING, UINT64, decode_payload, encode_command
+from test_sparkplug_wire import BOOLEAN, DOUBLE, FLOAT, INT16, STRING, UINT64, decode_payload, encode_command
 
 from edged.sinks.sparkplug_node import TAG_ALIAS_BASE, BdSeqStore, EdgeNode
 from edged.tag import Access, DataType, Sample, Tag
@@ -181,3 +182,80 @@ def test_bdseq_goes_on_in_memory_when_the_state_dir_is_not_writable(tmp_path: Pa
     store = BdSeqStore(blocker / "sparkplug" / "s.bdseq")  # its parent can never be created
     assert [store.next() for _ in range(3)] == [0, 1, 2]
     assert sum("cannot store the Sparkplug bdSeq" in r.message for r in caplog.records) == 1
+
+
+# -- a changed cell (reload): the births the change needs, and only those --------------------------------------
+def _reloaded(*changes: Tag, drop: tuple[str, ...] = ()) -> list[Tag]:
+    """The cell's tags as a reload hands them over: fresh Tag objects, slots moved, some replaced or dropped."""
+    tags = {t.key: dataclasses.replace(t, address=t.address + "'", slot=t.slot + 100) for t in _tags()}
+    for t in changes:
+        tags[t.key] = t
+    return [t for k, t in tags.items() if k not in drop]
+
+
+def test_a_connection_only_change_needs_no_birth_and_keeps_every_alias() -> None:
+    node = EdgeNode("g", "n", _tags())
+    node.births(0, {}, now_ns=T0)
+    before = dict(node.aliases)
+    change = node.change_cell(_reloaded())  # other addresses and slots, same names and types
+    assert change.empty and change.describe() == []
+    assert node.aliases == before
+    out, _ = node.data([Sample(T0 + 1, "press1", "count", 5, 0)])
+    assert decode_payload(out[0].payload).seq == 3  # nothing was used up by the change
+
+
+def test_a_changed_device_is_reborn_alone_with_the_aliases_of_its_unchanged_metrics() -> None:
+    node = EdgeNode("g", "n", _tags())
+    node.births(0, {}, now_ns=T0)
+    node.learn([Sample(T0 + 1, "fast", "pid1.out", 1.5, 0)])  # a control output: alias TAG_ALIAS_BASE + 5
+    old = dict(node.aliases)
+    change = node.change_cell(_reloaded(
+        Tag("press1", "count", "hr:1", DataType.FLOAT32, "default", None, slot=200),  # retyped
+        Tag("press1", "new", "hr:9", DataType.INT16, "default", None, slot=201),  # added
+        drop=("press1.setpoint",)))  # removed
+    assert (change.births, change.deaths) == ({"press1"}, set())
+    assert change.describe() == ["DBIRTH press1"]
+    assert node.aliases["press1.oil_temp"] == old["press1.oil_temp"]
+    assert node.aliases["robot.state"] == old["robot.state"] and node.aliases["fast.pid1.out"] == old["fast.pid1.out"]
+    fresh = {node.aliases["press1.count"], node.aliases["press1.new"]}
+    assert len(fresh) == 2 and min(fresh) > max(old.values())  # never an alias the host knew for another metric
+    msg = node.device_birth("press1", {"press1.count": (2.5, 0, T0 + 5)}, now_ns=T0 + 10)
+    assert (msg.kind, msg.topic) == ("DBIRTH", "spBv1.0/g/DBIRTH/n/press1")
+    db = decode_payload(msg.payload)
+    assert db.seq == 3  # NBIRTH 0, DBIRTH 1, 2: the seq goes on, no NBIRTH
+    m = db.by_name()
+    assert set(m) == {"oil_temp", "count", "new"}
+    assert (m["count"].alias, m["count"].datatype, m["count"].value) == (node.aliases["press1.count"], FLOAT, 2.5)
+    assert m["oil_temp"].alias == old["press1.oil_temp"]
+    # samples acquired before the device's new birth are historical; other devices' are live
+    out, stats = node.data([Sample(T0 + 8, "press1", "count", 2.0, 0), Sample(T0 + 8, "robot", "state", "x", 0),
+                            Sample(T0 + 8, "press1", "setpoint", 3, 0)])
+    assert (stats.historical, stats.live, stats.unknown) == (1, 1, 1)  # the removed tag's sample is dropped
+    assert [decode_payload(o.payload).seq for o in out] == [4, 5]
+    assert node.learn([Sample(T0 + 9, "press1", "setpoint", 3, 0)]) == []  # ... and not learned back
+    # a removed metric's alias is not reused: add it back, it gets a new one
+    node.change_cell(_reloaded(Tag("press1", "count", "hr:1", DataType.FLOAT32, "default", None, slot=200),
+                               Tag("press1", "new", "hr:9", DataType.INT16, "default", None, slot=201)))
+    assert node.aliases["press1.setpoint"] > max(fresh) and node.aliases["press1.new"] in fresh
+
+
+def test_an_added_device_gets_a_dbirth_and_a_removed_one_a_ddeath() -> None:
+    node = EdgeNode("g", "n", _tags())
+    node.births(0, {}, now_ns=T0)
+    change = node.change_cell(_reloaded(Tag("oven", "temp", "t", DataType.FLOAT64, "default", None, slot=300),
+                                        drop=("robot.state", "robot.enable")))
+    assert (change.births, change.deaths) == ({"oven"}, {"robot"})
+    assert change.describe() == ["DDEATH robot", "DBIRTH oven"]
+    death = node.device_death("robot", now_ns=T0 + 1)
+    assert death is not None and (death.kind, death.topic) == ("DDEATH", "spBv1.0/g/DDEATH/n/robot")
+    dd = decode_payload(death.payload)
+    assert (dd.seq, dd.metrics, dd.timestamp) == (3, [], (T0 + 1) // 1_000_000)
+    assert node.device_death("robot") is None  # dead already: nothing to say twice
+    birth = decode_payload(node.device_birth("oven", {"oven.temp": (180.0, 0, T0)}, now_ns=T0 + 2).payload)
+    assert birth.seq == 4 and birth.by_name()["temp"].value == 180.0
+    (cmd,) = node.parse_command("spBv1.0/g/DCMD/n/robot", encode_command([("enable", None, BOOLEAN, True)]))
+    assert cmd.code == "unknown_device"
+    # before the node is born there is nothing to retract (its first births declare everything)
+    unborn = EdgeNode("g", "n", _tags())
+    assert unborn.change_cell(_reloaded(drop=("robot.state", "robot.enable"))).deaths == {"robot"}
+    assert unborn.device_death("robot") is None

@@ -374,7 +374,7 @@ async def test_mqtt5_over_tls_with_a_client_certificate_births_and_the_will(tmp_
             await h.stop()
 
 
-async def test_control_outputs_and_unknown_keys_are_declared_by_a_rebirth_then_sent(tmp_path: Path,
+async def test_control_outputs_and_unknown_keys_are_declared_by_a_dbirth_then_sent(tmp_path: Path,
                                                                                    mosquitto: Broker) -> None:
     h = Harness(tmp_path, mosquitto)
     h.scan("press1.count", 1)
@@ -385,10 +385,13 @@ async def test_control_outputs_and_unknown_keys_are_declared_by_a_rebirth_then_s
             t = time.time_ns()
             # what the control plane spools: device = task name, tag = block.pin
             h.spool.append([Sample(t, "fast", "pid1.out", 41.25, 0), Sample(t + 1000, "fast", "pid1.out", 42.5, 0)])
-            msgs = await until(col, lambda m: len(of(m, "NBIRTH")) == 2 and len(of(m, "DBIRTH")) == 5,
-                               "a rebirth declaring the new device and metric")
+            msgs = await until(col, lambda m: len(of(m, "DBIRTH")) == 3, "a DBIRTH declaring the new device and metric")
+            # the new device's DBIRTH only: no NBIRTH, the other devices' births stand, the seq goes on
+            assert len(of(msgs, "NBIRTH")) == 1 and of(msgs, "DBIRTH")[2][0].topic.endswith("/fast")
             fast = [p for r, p in of(msgs, "DBIRTH") if r.topic.endswith("/fast")]
             assert len(fast) == 1
+            seqs = [p.seq for _, p in of(msgs, "NBIRTH", "DBIRTH", "DDATA", "NDATA")]
+            assert seqs == list(range(len(seqs)))
             out = fast[0].by_name()["pid1.out"]
             assert (out.datatype, out.value) == (DOUBLE, 42.5)
             h.spool.append([Sample(time.time_ns(), "fast", "pid1.out", 43.0, 0)])
@@ -484,3 +487,40 @@ def test_a_cell_name_that_is_no_sparkplug_id_needs_edge_node_id(tmp_path: Path) 
             SparkplugSink(spec, spool, ctx)
     finally:
         spool.close()
+
+
+async def test_cell_changes_before_the_births_and_in_quick_succession(tmp_path: Path, mosquitto: Broker) -> None:
+    h = Harness(tmp_path, mosquitto)
+    h.scan("press1.count", 1)
+    h.scan("robot.state", "idle")
+    oven = Tag("oven", "temp", "t", DataType.FLOAT64, "default", None, slot=10)
+    h.tags[oven.key] = oven
+    # not born yet: nothing is queued, the first births declare the changed cell
+    assert h.sink.apply_cell_change(h.tags.values()).births == {"oven"}
+    with Collector(mosquitto, "spBv1.0/#", client_id="sp-change") as col:
+        h.start()
+        try:
+            msgs = await until(col, lambda m: len(of(m, "DBIRTH")) == 3, "births with the oven")
+            first = {r.topic.rsplit("/", 1)[1]: p for r, p in of(msgs, "DBIRTH")}
+            assert set(first) == {"press1", "robot", "oven"}
+            known = {m.alias for p in first.values() for m in p.metrics}
+            # the robot goes and comes back before the sink had a turn: DDEATH, then a DBIRTH with fresh aliases
+            robot = {k: h.tags.pop(k) for k in [k for k in h.tags if k.startswith("robot.")]}
+            assert h.sink.apply_cell_change(h.tags.values()).deaths == {"robot"}
+            h.tags.update(robot)
+            assert h.sink.apply_cell_change(h.tags.values()).births == {"robot"}
+            msgs = await until(col, lambda m: len(of(m, "DBIRTH")) == 4, "the robot's new DBIRTH")
+            assert [r.topic.rsplit("/", 1)[1] for r, _ in of(msgs, "DDEATH")] == ["robot"]
+            reborn = of(msgs, "DBIRTH")[3][1].by_name()
+            assert set(reborn) == {"state", "enable", "speed"} and reborn["state"].value == "idle"
+            assert not {m.alias for m in reborn.values()} & known  # a removed metric's alias is never reused
+            h.scan("robot.state", "run")
+            msgs = await until(col, lambda m: any(x.alias == reborn["state"].alias and x.value == "run"
+                                                  for _, p in of(m, "DDATA") for x in p.metrics), "robot DDATA")
+            assert len(of(msgs, "NBIRTH")) == 1
+            seqs = [p.seq for _, p in of(msgs, "NBIRTH", "DBIRTH", "DDATA", "NDATA", "DDEATH")]
+            assert seqs == list(range(len(seqs)))
+            kinds = [kind(r) for r in msgs if kind(r) in ("DDEATH", "DBIRTH")]
+            assert kinds[-2:] == ["DDEATH", "DBIRTH"]
+        finally:
+            await h.stop()

@@ -16,7 +16,7 @@ import logging
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import aiomqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -27,7 +27,8 @@ from edged.schema import Section
 from edged.sinks.base import Sink, SinkContext
 from edged.sinks.mqtt_conn import (MqttConnection, backoff_delays, describe_connect_error, make_client,
                                    parse_connection)
-from edged.sinks.sparkplug_node import BdSeqStore, Command, EdgeNode, Outgoing, state_topics, valid_id
+from edged.sinks.sparkplug_node import (BdSeqStore, CellChange, Command, EdgeNode, Outgoing, state_topics,
+                                        valid_id)
 from edged.tag import Tag
 from edged.upstream.metrics import sink_metrics
 
@@ -156,6 +157,9 @@ class SparkplugSink(Sink):
             self.gate = CommandGate(ctx, spec.name, rate_per_s=spec.command_rate_per_s, burst=spec.command_burst)
         self._wake = asyncio.Event()
         self._rebirth = False
+        # devices a cell change (reload) left to be reborn or declared dead in the current session
+        self._pending_births: set[str] = set()
+        self._pending_deaths: set[str] = set()
         self._host_online = spec.primary_host is None
         self._host_ts = -1
         self._host_changed = asyncio.Event()
@@ -256,6 +260,8 @@ class SparkplugSink(Sink):
                 if not self._born or self._rebirth:
                     self._rebirth = False
                     await self._births(client, bd_seq)
+                if self._pending_births or self._pending_deaths:
+                    await self._device_changes(client)
                 await self._health(client)
                 batch = self.spool.take(self.name, self.spec.batch_max)
                 if batch is None:
@@ -276,6 +282,8 @@ class SparkplugSink(Sink):
     async def _births(self, client: aiomqtt.Client, bd_seq: int) -> None:
         values = await self._current_values()
         out = self.node.births(bd_seq, values, node_values=self._node_values())
+        self._pending_births.clear()  # these births declare every device as the node knows it now
+        self._pending_deaths.clear()
         self._birth_started = True
         self._health_last = asyncio.get_running_loop().time()
         for msg in out:
@@ -285,14 +293,54 @@ class SparkplugSink(Sink):
         log.info("sink %s: born (NBIRTH + %d DBIRTH, %d of %d tag values known)", self.name, len(out) - 1,
                  len(values.keys() & self.ctx.tags.keys()), len(self.ctx.tags))
 
-    async def _current_values(self) -> dict[str, tuple[Any, int, int]]:
-        """Current values for the births; right after start, wait (up to birth_wait_s) for the first scans."""
+    async def _current_values(self, keys: Iterable[str] | None = None) -> dict[str, tuple[Any, int, int]]:
+        """Current values for births; wait (up to birth_wait_s) until ``keys`` (default: every tag) have one,
+        for the first scans right after start or after a device was added."""
         deadline = asyncio.get_running_loop().time() + self.spec.birth_wait_s
         while True:
             values = self.ctx.current_values()
-            if self.ctx.tags.keys() <= values.keys() or asyncio.get_running_loop().time() >= deadline:
+            wanted = self.ctx.tags.keys() if keys is None else set(keys) & self.ctx.tags.keys()
+            if wanted <= values.keys() or asyncio.get_running_loop().time() >= deadline:
                 return values
             await asyncio.sleep(0.05)
+
+    # -- a changed cell (reload) ----------------------------------------------------------------
+    def apply_cell_change(self, tags: Iterable[Tag]) -> CellChange:
+        """Take the reloaded cell's tags; send the DBIRTHs and DDEATHs the change needs, and only those.
+
+        Called on the event loop by the reload once the new tags are in place. The edge node compares
+        them with the metrics it declared (see ``EdgeNode.change_cell``): unchanged metrics keep their
+        aliases; a device with an added, removed or retyped tag, or a new device, gets a DBIRTH of its
+        own; a removed device gets a DDEATH; a change of connection settings only sends nothing; the
+        NBIRTH is never repeated (bdSeq and seq go on). The messages are published by the session
+        before its next DDATA (DDEATHs first); when the node is not born they are not needed, as the
+        next births declare everything. Returns what the change needs.
+        """
+        change = self.node.change_cell(tags)
+        if not change.empty:
+            self._pending_deaths |= change.deaths
+            self._pending_births -= change.deaths
+            self._pending_births |= change.births
+            log.info("sink %s: the cell changed: %s", self.name, ", ".join(change.describe()))
+            self._wake.set()
+        return change
+
+    async def _device_changes(self, client: aiomqtt.Client) -> None:
+        """Publish the DDEATHs, then the DBIRTHs, that cell changes left pending (seq goes on from the last
+        message: Sparkplug 3.0, 4.2.2.1 / 4.2.2.3, tck-id-payloads-sequence-num-incrementing)."""
+        deaths, self._pending_deaths = self._pending_deaths, set()
+        for device in sorted(deaths):
+            msg = self.node.device_death(device)
+            if msg is not None:
+                await self._publish(client, msg)
+        if not self._pending_births:
+            return
+        keys = [t.key for d in self._pending_births for t in self.node.devices.get(d, ())]
+        values = await self._current_values(keys)  # an added device's first scan
+        births, self._pending_births = self._pending_births, set()  # a change may have come meanwhile
+        for device in sorted(births):
+            if device in self.node.devices:
+                await self._publish(client, self.node.device_birth(device, values))
 
     def _node_values(self) -> dict[str, Any]:
         stats = self.spool.stats()
@@ -315,11 +363,13 @@ class SparkplugSink(Sink):
             log.warning("sink %s: the spool lost %d sample(s) of device %s before they could be sent", self.name,
                         gap.count, gap.device)
         new = self.node.learn(batch.samples)
-        if new:  # Sparkplug declares every metric in a birth: rebirth before the first value of a new one
+        if new:  # Sparkplug declares every metric in a birth: a DBIRTH of its device before its first value
+            devices = {self.node.tags[k].device for k in new}
             log.info("sink %s: %d new metric(s) not among the cell's tags (control outputs or an older cell "
-                     "file): %s; rebirth", self.name, len(new), ", ".join(new[:10]) + (" ..." if len(new) > 10 else ""))
-            assert self.node.bd_seq is not None  # born before any batch
-            await self._births(client, self.node.bd_seq)
+                     "file): %s; DBIRTH %s", self.name, len(new),
+                     ", ".join(new[:10]) + (" ..." if len(new) > 10 else ""), ", ".join(sorted(devices)))
+            self._pending_births |= devices
+            await self._device_changes(client)
         out, stats = self.node.data(batch.samples)
         for msg in out:
             await self._publish(client, msg)

@@ -19,8 +19,11 @@ log = logging.getLogger(__name__)
 NAMESPACE = "spBv1.0"
 REBIRTH = "Node Control/Rebirth"
 BDSEQ = "bdSeq"
-# Node-level metrics use aliases below TAG_ALIAS_BASE; a tag's alias is TAG_ALIAS_BASE + its slot,
-# so aliases are unique across the edge node and stable for as long as the cell file's tag order is.
+# Node-level metrics use aliases below TAG_ALIAS_BASE. At start a tag's alias is TAG_ALIAS_BASE + its slot,
+# so aliases are unique across the edge node and stable for as long as the cell file's tag order is; metrics
+# that appear later (learned metrics, tags a reload adds or retypes) take the next alias never used in this
+# process, so an alias is never reused for another metric (Sparkplug 3.0, 6.4 "Metric" alias:
+# tck-id-payloads-alias-uniqueness, unique across the edge node's entire set of metrics).
 REBIRTH_ALIAS = 1
 TAG_ALIAS_BASE = 16
 # Node metrics about edged itself: name -> (alias, datatype). Born in NBIRTH, updated by NDATA.
@@ -141,6 +144,28 @@ class Command:
     code: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class CellChange:
+    """What a changed cell means for the Sparkplug session (see ``EdgeNode.change_cell``).
+
+    ``births``: devices whose metric set changed or that are new, each needing a DBIRTH of its own;
+    ``deaths``: devices that are gone, each needing a DDEATH. There is no NBIRTH case: the NBIRTH's
+    metrics (bdSeq, Node Control/Rebirth, Node Info) do not depend on the cell file.
+    """
+
+    births: frozenset[str] = frozenset()
+    deaths: frozenset[str] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        """True when the change needs no message at all (e.g. only connection settings changed)."""
+        return not (self.births or self.deaths)
+
+    def describe(self) -> list[str]:
+        """``["DBIRTH sim2", "DDEATH sim3"]``: the messages the change sends, for logs and /status."""
+        return [f"DDEATH {d}" for d in sorted(self.deaths)] + [f"DBIRTH {d}" for d in sorted(self.births)]
+
+
 @dataclass(slots=True)
 class DataStats:
     """What ``EdgeNode.data`` did with one batch of samples."""
@@ -155,9 +180,11 @@ class DataStats:
 class EdgeNode:
     """One edge node's Sparkplug state: aliases and types of every tag, seq, bdSeq and birth time.
 
-    ``births`` starts a session (NBIRTH seq 0 then a DBIRTH per device); ``data`` turns spool samples
-    into DDATA, flagging as ``is_historical`` every sample acquired before the session's births;
-    ``parse_command`` decodes NCMD/DCMD. Nothing here does I/O.
+    ``births`` starts a session (NBIRTH seq 0 then a DBIRTH per device); ``change_cell`` takes a
+    reloaded cell's tags and says which devices need a DBIRTH (``device_birth``) or a DDEATH
+    (``device_death``); ``data`` turns spool samples into DDATA, flagging as ``is_historical`` every
+    sample acquired before its device's latest birth; ``parse_command`` decodes NCMD/DCMD. Nothing
+    here does I/O.
     """
 
     def __init__(self, group_id: str, edge_node_id: str, tags: Iterable[Tag],
@@ -168,15 +195,19 @@ class EdgeNode:
         self.devices: dict[str, list[Tag]] = {}
         self.types: dict[str, SpType] = {}
         self.by_alias: dict[int, Tag] = {}
+        self.aliases: dict[str, int] = {}  # tag key -> alias
+        self._next_alias = TAG_ALIAS_BASE  # above every alias handed out so far: never reused
         # (device, tag name) -> (tag, alias, datatype, value encoder): the per-sample lookup of data()
         self._meta: dict[tuple[str, str], tuple[Tag, int, SpType, sp.Encoder]] = {}
         for t in sorted(tags, key=lambda t: t.slot):
-            self._register(t)
+            self._register(t, TAG_ALIAS_BASE + max(t.slot, 0))
         self.bd_seq: int | None = None
         self.birth_ns: int | None = None
+        self.device_birth_ns: dict[str, int] = {}  # device -> time of its latest DBIRTH in this session
+        self.born_devices: set[str] = set()  # devices with a DBIRTH and no DDEATH since, in this session
+        self.retired: set[str] = set()  # tag keys a cell change removed: their spooled samples are dropped
         self._seq = 0
         self._node_sent: dict[str, Any] = {}
-        self._next_slot = max((t.slot for t in self.tags.values()), default=-1) + 1
         self.learned: dict[str, tuple[Any, int, int]] = {}  # last value of each learned metric
         self._encode_warned: set[str] = set()
 
@@ -195,27 +226,77 @@ class EdgeNode:
                 if key in self.learned and s.ts_ns >= self.learned[key][2]:
                     self.learned[key] = (s.value, s.quality, s.ts_ns)
                 continue
-            if not valid_id(s.device) or not s.tag:
+            if not valid_id(s.device) or not s.tag or key in self.retired:
                 continue
-            tag = Tag(s.device, s.tag, "", _infer_type(s.value), "", None, slot=self._next_slot)
-            self._next_slot += 1
-            self._register(tag)
+            tag = Tag(s.device, s.tag, "", _infer_type(s.value), "", None)
+            self._register(tag, self._next_alias)
             self.learned[key] = (s.value, s.quality, s.ts_ns)
             new.append(key)
         return new
 
-    def _register(self, tag: Tag) -> None:
-        sp_type = sp.sparkplug_type(tag)
+    def _register(self, tag: Tag, alias: int, sp_type: SpType | None = None) -> None:
+        sp_type = sp.sparkplug_type(tag) if sp_type is None else sp_type
         self.tags[tag.key] = tag
         self.devices.setdefault(tag.device, []).append(tag)
         self.types[tag.key] = sp_type
-        self.by_alias[self.alias(tag)] = tag
-        self._meta[(tag.device, tag.name)] = (tag, self.alias(tag), sp_type, sp.encoder(sp_type))
+        self.aliases[tag.key] = alias
+        self.by_alias[alias] = tag
+        self._meta[(tag.device, tag.name)] = (tag, alias, sp_type, sp.encoder(sp_type))
+        self._next_alias = max(self._next_alias, alias + 1)
 
-    @staticmethod
-    def alias(tag: Tag) -> int:
-        """The stable metric alias of a tag (from its slot in the cell)."""
-        return TAG_ALIAS_BASE + max(tag.slot, 0)
+    def alias(self, tag: Tag) -> int:
+        """The metric alias of a tag: stable for the process's life unless a reload changes the tag's type."""
+        return self.aliases[tag.key]
+
+    # -- a changed cell (reload) ------------------------------------------------------------------
+    def change_cell(self, tags: Iterable[Tag]) -> CellChange:
+        """Take the tags of a reloaded cell; return the devices that need a DBIRTH or a DDEATH.
+
+        A tag whose Sparkplug name and datatype are unchanged keeps its alias and type (and the host's
+        view of it stays valid: Sparkplug 3.0, 6.4 alias rules); an added tag, or one whose datatype changed,
+        gets a fresh alias, above every alias used so far; a removed tag's alias is never used again in
+        this process, and its spooled samples are dropped (not learned back). A device with an added,
+        removed or retyped metric needs a DBIRTH of its own (allowed at any time while the node is
+        born: Sparkplug 3.0, 4.2.2.1 "Birth Message (DBIRTH)" and 5 "Device Session Establishment"; a
+        DBIRTH redefines the device's whole metric set); a device without tags left
+        needs a DDEATH. Learned metrics (control outputs) are kept. No NBIRTH is ever needed: none of
+        its metrics depends on the cell. Nothing is sent here and no seq is used.
+        """
+        new = {t.key: t for t in tags}
+        old_cell = {k: t for k, t in self.tags.items() if k not in self.learned}
+        entries: list[tuple[int, Tag, SpType]] = []
+        touched: set[str] = set()
+        for key, tag in self.tags.items():
+            if key in self.learned and key not in new:  # a learned metric stays as it is
+                entries.append((self.aliases[key], tag, self.types[key]))
+        for key, tag in sorted(new.items(), key=lambda kv: kv[1].slot):
+            prev = old_cell.get(key)
+            if prev is not None and self._same_metric(prev, tag):
+                entries.append((self.aliases[key], tag, self.types[key]))
+                continue
+            touched.add(tag.device)
+            self.learned.pop(key, None)  # a learned metric that is now a tag of the cell is born anew
+            self.retired.discard(key)
+            entries.append((self._next_alias, tag, sp.sparkplug_type(tag)))
+            self._next_alias += 1
+        for key, tag in old_cell.items():
+            if key not in new:
+                touched.add(tag.device)
+                self.retired.add(key)
+        self.tags, self.devices, self.types, self.aliases, self.by_alias, self._meta = {}, {}, {}, {}, {}, {}
+        for alias, tag, sp_type in sorted(entries, key=lambda e: e[0]):
+            self._register(tag, alias, sp_type)
+        births = frozenset(d for d in touched if d in self.devices)
+        deaths = frozenset(d for d in touched if d not in self.devices)
+        for d in deaths:
+            self.device_birth_ns.pop(d, None)
+        return CellChange(births, deaths)
+
+    def _same_metric(self, prev: Tag, tag: Tag) -> bool:
+        """True when a reloaded tag is the same Sparkplug metric as before (same name, same datatype)."""
+        if prev.dtype is DataType.ANY or tag.dtype is DataType.ANY:  # the type is learned at birth: keep it
+            return prev.dtype is tag.dtype and prev.dims == tag.dims
+        return sp.sparkplug_type(tag) is self.types[prev.key]
 
     def _next_seq(self) -> int:
         seq = self._seq
@@ -240,7 +321,6 @@ class EdgeNode:
         """
         now_ns = time.time_ns() if now_ns is None else now_ns
         values = {**self.learned, **values}
-        self._type_learned(values)
         self.bd_seq = bd_seq
         self.birth_ns = now_ns
         self._seq = 0
@@ -261,24 +341,60 @@ class EdgeNode:
             sp.set_value(m, sp_type, value)
             self._node_sent[name] = value
         out.append(Outgoing(self.topics.node("NBIRTH"), nb.SerializeToString(), "NBIRTH", nb.seq, len(nb.metrics)))
-        for device, tags in self.devices.items():
-            db = sp.Payload()
-            db.timestamp = now_ms
-            db.seq = self._next_seq()
-            for tag in tags:
-                value, quality, ts_ns = values.get(tag.key, (None, 2, now_ns))
-                m = db.metrics.add()
-                m.name, m.alias, m.datatype = tag.name, self.alias(tag), self.types[tag.key]
-                m.timestamp = (ts_ns if ts_ns else now_ns) // 1_000_000
-                self._fill(m, tag, value, quality)
-            out.append(Outgoing(self.topics.device("DBIRTH", device), db.SerializeToString(), "DBIRTH",
-                                db.seq, len(db.metrics)))
+        self.device_birth_ns = {}
+        self.born_devices = set()
+        for device in self.devices:
+            out.append(self._dbirth(device, values, now_ns))
         return out
 
-    def _type_learned(self, values: dict[str, tuple[Any, int, int]]) -> None:
+    def device_birth(self, device: str, values: dict[str, tuple[Any, int, int]],
+                     now_ns: int | None = None) -> Outgoing:
+        """A DBIRTH of one device of the born node (after a cell change): every metric of the device with
+        its alias, type and current value, the next seq. Samples of this device acquired before ``now_ns``
+        are historical from now on (the birth carries a newer value). Sparkplug 3.0, 4.2.2.1 DBIRTH
+        (tck-id-topics-dbirth-seq: the seq goes on from the previous message of the edge node)."""
+        if self.birth_ns is None:
+            raise RuntimeError("device_birth() before births()")
+        if device not in self.devices:
+            raise KeyError(device)
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        return self._dbirth(device, {**self.learned, **values}, now_ns)
+
+    def device_death(self, device: str, now_ns: int | None = None) -> Outgoing | None:
+        """A DDEATH (timestamp and the next seq, no metrics) for a device born in this session, else None
+        (nothing to retract). Sparkplug 3.0, 4.2.2.3 DDEATH (tck-id-topics-ddeath-seq-num) and 5 "Device
+        Session Termination" (tck-id-operational-behavior-device-ddeath)."""
+        if self.birth_ns is None or device not in self.born_devices:
+            return None
+        self.born_devices.discard(device)
+        msg = sp.Payload()
+        msg.timestamp = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
+        msg.seq = self._next_seq()
+        return Outgoing(self.topics.device("DDEATH", device), msg.SerializeToString(), "DDEATH", msg.seq, 0)
+
+    def _dbirth(self, device: str, values: dict[str, tuple[Any, int, int]], now_ns: int) -> Outgoing:
+        tags = self.devices[device]
+        self._type_learned(values, tags)
+        now_ms = now_ns // 1_000_000
+        db = sp.Payload()
+        db.timestamp = now_ms
+        db.seq = self._next_seq()
+        for tag in tags:
+            value, quality, ts_ns = values.get(tag.key, (None, 2, now_ns))
+            m = db.metrics.add()
+            m.name, m.alias, m.datatype = tag.name, self.aliases[tag.key], self.types[tag.key]
+            m.timestamp = (ts_ns if ts_ns else now_ns) // 1_000_000
+            self._fill(m, tag, value, quality)
+        self.device_birth_ns[device] = now_ns
+        self.born_devices.add(device)
+        return Outgoing(self.topics.device("DBIRTH", device), db.SerializeToString(), "DBIRTH", db.seq,
+                        len(db.metrics))
+
+    def _type_learned(self, values: dict[str, tuple[Any, int, int]], tags: Iterable[Tag]) -> None:
         """Tags whose type the device says at connect (``any``) take the Sparkplug type of their current value,
-        at each birth (a metric's type may change only with a birth)."""
-        for key, tag in self.tags.items():
+        at each birth of their device (a metric's type may change only with a birth)."""
+        for tag in tags:
+            key = tag.key
             if tag.dtype is not DataType.ANY:
                 continue
             value = values.get(key, (None, 2, 0))[0]
@@ -287,7 +403,7 @@ class EdgeNode:
             sp_type = sp.sparkplug_type_of_value(value)
             if sp_type is not self.types[key]:
                 self.types[key] = sp_type
-                self._meta[(tag.device, tag.name)] = (tag, self.alias(tag), sp_type, sp.encoder(sp_type))
+                self._meta[(tag.device, tag.name)] = (tag, self.aliases[key], sp_type, sp.encoder(sp_type))
 
     def _fill(self, m: Any, tag: Tag, value: Any, quality: int) -> bool:
         """Set a metric's value and quality; on a value that does not fit its type, send null and say so."""
@@ -347,10 +463,11 @@ class EdgeNode:
                 stats.unknown_keys.add(f"{s.device}.{s.tag}")
                 continue
             per_device.setdefault(s.device, []).append((s, info))
-        birth_ns = self.birth_ns
         now_ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
         out: list[Outgoing] = []
         for device, rows in per_device.items():
+            # older than the device's latest birth (NBIRTH's DBIRTH, or a DBIRTH after a cell change)
+            birth_ns = self.device_birth_ns.get(device, self.birth_ns)
             for start in range(0, len(rows), self.max_metrics):
                 msg = sp.Payload(timestamp=now_ms)
                 add = msg.metrics.add
