@@ -13,8 +13,8 @@ demo: $(STAMP)
 test: sysdeps $(STAMP)
 	cd tests && ../$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15
 
-# System packages the tests run against (mosquitto broker, promtool, socat pty pairs, cyclictest,
-# systemd-analyze for the unit checks).
+# System packages the tests run against (mosquitto broker, prometheus and promtool, socat pty pairs,
+# cyclictest, systemd-analyze for the unit checks, strace for the no-I/O check of `edged check`).
 sysdeps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -22,6 +22,7 @@ sysdeps:
 	command -v socat >/dev/null || missing="$$missing socat"; \
 	command -v cyclictest >/dev/null || missing="$$missing rt-tests"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v strace >/dev/null || missing="$$missing strace"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
