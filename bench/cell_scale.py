@@ -32,6 +32,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks_md import replace_section  # noqa: E402
 sys.path.insert(0, str(ROOT / "hil_tests"))
 from support import Broker, free_port, metric, scrape, wait_port  # noqa: E402
 
@@ -321,16 +323,7 @@ def write_md(rows: list[tuple[dict, dict]], args: argparse.Namespace) -> None:
                      f"{e['us_per_value']:.2f} | {e['rss_mb']:.0f} | {e['latency_p50_ms']:.1f} | "
                      f"{e['latency_p99_ms']:.1f} | {e['overruns']:.0f} | {e['spool_depth']:.0f} | "
                      f"{b['us_per_value']:.2f} | {b['us_per_value'] / e['us_per_value']:.2f}x |")
-    md = ROOT / "BENCHMARKS.md"
-    text = md.read_text() if md.exists() else "# Benchmarks\n"
-    block = "\n".join(lines) + "\n"
-    if MD_SECTION in text:
-        start = text.index(MD_SECTION)
-        nxt = text.find("\n## ", start + len(MD_SECTION))
-        text = text[:start] + block + (text[nxt + 1:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + block
-    md.write_text(text)
+    replace_section(MD_SECTION, "\n".join(lines))
 
 
 if __name__ == "__main__":

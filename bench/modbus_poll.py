@@ -33,6 +33,8 @@ from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks_md import put_run  # noqa: E402
 MD_SECTION = "## Modbus polling"
 
 
@@ -359,21 +361,7 @@ def table(results: list[Result]) -> str:
 
 def write_md(run_text: str, cmd: str) -> None:
     """Put one run into the Modbus section of BENCHMARKS.md (one subsection per command; others kept)."""
-    path = ROOT / "BENCHMARKS.md"
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(MD_SECTION + "\n")
-    if start < 0:
-        before, section, after = old.rstrip("\n") + "\n\n", "", ""
-    else:
-        nxt = old.find("\n## ", start + len(MD_SECTION))
-        before, section, after = old[:start], old[start:nxt + 1 if nxt >= 0 else len(old)], \
-            (old[nxt + 1:] if nxt >= 0 else "")
-    runs: dict[str, str] = {}
-    for chunk in section.split("\n### ")[1:]:
-        runs[chunk.split("\n", 1)[0]] = "### " + chunk.rstrip("\n") + "\n"
-    runs[f"`{cmd}`"] = f"### `{cmd}`\n\n{run_text.strip()}\n"
-    body = f"{MD_SECTION}\n\n{_NOTES.strip()}\n\n" + "\n".join(runs.values())
-    path.write_text(before + body + ("\n" + after if after else ""))
+    put_run(MD_SECTION, cmd, run_text, notes=_NOTES)
 
 
 async def run(args: argparse.Namespace) -> int:

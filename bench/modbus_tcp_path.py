@@ -34,6 +34,8 @@ from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks_md import put_run  # noqa: E402
 MD_SECTION = "## Modbus/TCP read path"
 REGS = 124  # 62 float32 per request
 
@@ -235,21 +237,7 @@ def profile(mode: str, ports: list[int], blocks: int, seconds: float) -> str:
 
 def write_md(text: str, cmd: str) -> None:
     """Replace (or add) this benchmark's section of BENCHMARKS.md, keeping one subsection per command."""
-    path = ROOT / "BENCHMARKS.md"
-    old = path.read_text()
-    start = old.find(MD_SECTION + "\n")
-    if start < 0:
-        old = old.rstrip("\n") + "\n\n" + MD_SECTION + "\n\n"
-        start = old.find(MD_SECTION + "\n")
-    nxt = old.find("\n## ", start + len(MD_SECTION))
-    section = old[start:nxt + 1 if nxt >= 0 else len(old)]
-    head, _, _ = section.partition("\n### ")
-    runs: dict[str, str] = {}
-    for chunk in section.split("\n### ")[1:]:
-        runs[chunk.split("\n", 1)[0]] = "### " + chunk.rstrip("\n") + "\n"
-    runs[f"`{cmd}`"] = f"### `{cmd}`\n\n{text.strip()}\n"
-    body = head.rstrip("\n") + "\n\n" + "\n".join(runs.values())
-    path.write_text(old[:start] + body + ("\n" + old[nxt + 1:] if nxt >= 0 else ""))
+    put_run(MD_SECTION, cmd, text)
 
 
 def main() -> int:

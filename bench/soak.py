@@ -30,6 +30,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks_md import replace_section  # noqa: E402
 sys.path.insert(0, str(ROOT / "hil_tests"))
 from support import Broker, free_port, metric, scrape, wait_port  # noqa: E402
 
@@ -288,16 +290,7 @@ def write_md(args: argparse.Namespace, conns: int, rows: list, faults: list[str]
              "| minute | RSS MB | open fds | asyncio tasks | values read |", "|---:|---:|---:|---:|---:|"]
     lines += [f"| {m} | {rss:.1f} | {fds} | {tasks:.0f} | {vals:,.0f} |" for m, rss, fds, tasks, vals in rows]
     lines += ["", "Faults: " + "; ".join(faults)]
-    md = ROOT / "BENCHMARKS.md"
-    text = md.read_text() if md.exists() else "# Benchmarks\n"
-    block = "\n".join(lines) + "\n"
-    if MD_SECTION in text:
-        start = text.index(MD_SECTION)
-        nxt = text.find("\n## ", start + len(MD_SECTION))
-        text = text[:start] + block + (text[nxt + 1:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + block
-    md.write_text(text)
+    replace_section(MD_SECTION, "\n".join(lines))
 
 
 if __name__ == "__main__":
