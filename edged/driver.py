@@ -263,36 +263,30 @@ def available_drivers() -> dict[str, metadata.EntryPoint]:
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
-_loaded: dict[str, type[Driver]] = {}
+_loaded: dict[tuple[str, str], type] = {}
+
+
+def _load(group: str, name: str, base: type) -> Any:
+    """Import the class an entry point of a group names; KeyError when none, TypeError when not a ``base``."""
+    if (group, name) not in _loaded:
+        eps = {ep.name: ep for ep in metadata.entry_points(group=group)}
+        if name not in eps:
+            raise KeyError(name)
+        cls = eps[name].load()
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise TypeError(f"entry point {name!r} of {group} is not a {base.__name__} subclass")
+        _loaded[(group, name)] = cls
+    return _loaded[(group, name)]
 
 
 def load_driver(name: str) -> type[Driver]:
     """Import and return the driver class registered under a name."""
-    if name not in _loaded:
-        eps = available_drivers()
-        if name not in eps:
-            raise KeyError(name)
-        cls = eps[name].load()
-        if not (isinstance(cls, type) and issubclass(cls, Driver)):
-            raise TypeError(f"entry point {name!r} is not a Driver subclass")
-        _loaded[name] = cls
-    return _loaded[name]
-
-
-_emulators: dict[str, type[Emulator]] = {}
+    return _load(ENTRY_POINT_GROUP, name, Driver)
 
 
 def load_emulator(name: str) -> type[Emulator]:
     """Import and return the emulator class registered for a driver kind (KeyError when it has none)."""
-    if name not in _emulators:
-        eps = {ep.name: ep for ep in metadata.entry_points(group=EMULATOR_GROUP)}
-        if name not in eps:
-            raise KeyError(name)
-        cls = eps[name].load()
-        if not (isinstance(cls, type) and issubclass(cls, Emulator)):
-            raise TypeError(f"emulator entry point {name!r} is not an Emulator subclass")
-        _emulators[name] = cls
-    return _emulators[name]
+    return _load(EMULATOR_GROUP, name, Emulator)
 
 
 def emulator_for(drivers: list[Driver]) -> Emulator:
