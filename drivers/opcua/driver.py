@@ -24,6 +24,8 @@ from .values import (ValueError_, compatible, edged_type, quality_of, status_nam
                      type_name)
 
 log = logging.getLogger("edged.drivers.opcua")
+# asyncua logs every request and reconnect step at INFO; edged logs the state changes that matter itself
+logging.getLogger("asyncua").setLevel(logging.WARNING)
 
 DEFAULT_MAX_NODES = 1000  # per Read / CreateMonitoredItems / TranslateBrowsePaths when the server sets no limit
 SERVER_STATES = {0: "Running", 1: "Failed", 2: "NoConfiguration", 3: "Suspended", 4: "Shutdown", 5: "Test",
