@@ -184,6 +184,7 @@ class OpcUaDriver(Driver):
         self._subs: dict[int, GroupSub] = {}  # subscription id -> its group
         self._sink: PushSink | None = None
         self._health: asyncio.Task | None = None
+        self._publishers: list[asyncio.Task] = []
         self._limits: dict[str, int] = {}
         self._namespaces: list[str] = []
         self._logged: dict[str, str] = {}  # tag key -> last problem logged (log once per state change)
@@ -635,16 +636,18 @@ class OpcUaDriver(Driver):
         iv_ms = self.spec.intervals.get(group, 1.0) * 1000.0
         ka = self._keepalive_count(group)
         params = ua.CreateSubscriptionParameters(
-            RequestedPublishingInterval=iv_ms, RequestedLifetimeCount=max(3 * ka, 10 * ka),
+            RequestedPublishingInterval=iv_ms, RequestedLifetimeCount=max(10 * ka, 30),
             RequestedMaxKeepAliveCount=ka, MaxNotificationsPerPublish=0, PublishingEnabled=True, Priority=0)
         res = await self._client.uaclient.create_subscription(params, callback=self._on_publish)
         self.stats.requests += 1
         sub = GroupSub(group, res.SubscriptionId)
         rev_iv = res.RevisedPublishingInterval if res.RevisedPublishingInterval > 0 else iv_ms
         rev_ka = res.RevisedMaxKeepAliveCount if res.RevisedMaxKeepAliveCount > 0 else ka
-        sub.stale_after = max(2 * rev_ka * rev_iv / 1000.0 + self.spec.timeout_s, 1.0)
+        # a little later than the runtime marks the group stale (stale_after_s), so that stale comes first
+        sub.stale_after = max(2 * rev_ka * rev_iv / 1000.0 + self.spec.timeout_s, 1.0) + 0.5
         sub.last_seen = asyncio.get_running_loop().time()
         self._subs[sub.sub_id] = sub
+        self._ensure_publishers()
         self.stats.unit_state[f"subscription:{group}"] = "up"
         bad = [Reading(t, None, Quality.BAD, time.time_ns()) for t in self._groups[group]
                if self._resolved[t.key].problem]
@@ -652,6 +655,15 @@ class OpcUaDriver(Driver):
             self._sink.deliver(bad)
         await self._monitor(sub, [t for t in self._groups[group] if not self._resolved[t.key].problem])
         return sub
+
+    def _ensure_publishers(self) -> None:
+        """One outstanding Publish request per subscription (asyncua keeps one per session; a subscription
+        that finds none when it is due counts towards its lifetime and starves next to a faster one)."""
+        session = self._client.uaclient.session
+        self._publishers = [t for t in self._publishers if not t.done()]
+        while len(self._publishers) < len(self._subs) - 1:
+            self._publishers.append(asyncio.create_task(session._publish_loop(),
+                                                        name=f"opcua-publish:{self.spec.name}"))
 
     async def _recreate(self, sub: GroupSub) -> None:
         """Delete a silent subscription (best effort) and create it again."""
@@ -855,6 +867,10 @@ class OpcUaDriver(Driver):
             self._health.cancel()
             await asyncio.gather(self._health, return_exceptions=True)
             self._health = None
+        for task in self._publishers:
+            task.cancel()
+        await asyncio.gather(*self._publishers, return_exceptions=True)
+        self._publishers = []
         client, self._client = self._client, None
         self._subs = {}
         self._sink = None

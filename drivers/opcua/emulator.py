@@ -314,6 +314,11 @@ class OpcUaEmulator(Emulator):
         """Delete a tag's node at run time (clients get BadNodeIdUnknown for it)."""
         ep = self._by_device[tag.device]
         assert ep.server is not None
+        # like other stacks, tell monitored items first (asyncua 2.1.0's own notice on delete is lost:
+        # it calls an async callback without awaiting it)
+        await ep.server.write_attribute_value(ep.nodes[tag.key], ua.DataValue(
+            StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)))
+        await asyncio.sleep(0.05)
         await ep.server.delete_nodes([ep.server.get_node(ep.nodes[tag.key])], recursive=True)
 
     async def restore_node(self, tag: Tag) -> None:
