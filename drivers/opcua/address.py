@@ -54,6 +54,8 @@ class PathElement:
     def text(self) -> str:
         """The element as written in a path (``2:Speed`` or ``<urn:x>Speed``)."""
         name = self.name.replace("\\", "\\\\").replace("/", "\\/")
+        if self.nsu is None and not self.ns and (name.startswith("<") or _looks_prefixed(name)):
+            name = "\\" + name  # a name like "2:Speed" in namespace 0 must not read as a prefix
         if self.nsu is not None:
             return f"<{self.nsu}>{name}"
         return f"{self.ns}:{name}" if self.ns else name
@@ -71,6 +73,11 @@ class BrowsePath:
 
 
 Address = Union[NodeRef, BrowsePath]
+
+
+def _looks_prefixed(name: str) -> bool:
+    head, sep, _ = name.partition(":")
+    return bool(sep) and head.isascii() and head.isdigit()
 
 
 def parse_address(text: str) -> Address:
