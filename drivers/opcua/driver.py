@@ -20,7 +20,7 @@ from edged.tag import DataType, Quality, Reading, Tag
 from .address import AddressError, BrowsePath, NodeRef, parse_address
 from .security import MODES, POLICIES, default_application_uri
 from .session import ConnectFailed, Connection, close_client, open_client
-from .values import (ValueError_, compatible, edged_type, quality_of, status_name, to_edged, to_variant, ts_ns_of,
+from .values import (ValueError_, compatible, converter, edged_type, quality_of, status_name, to_variant, ts_ns_of,
                      type_name)
 
 log = logging.getLogger("edged.drivers.opcua")
@@ -63,7 +63,7 @@ class Resolved:
 class Batch:
     """One Read request of a polled group: its tags (with their check types) and the prepared parameters."""
 
-    items: list[tuple[Tag, DataType, bool]]
+    items: list[tuple[Tag, Callable[[Any], Any]]]  # tag and the converter of its wire values
     params: Any  # ua.ReadParameters
     bad: list[tuple[Tag, str]] = field(default_factory=list)  # tags that cannot be read this session
 
@@ -74,7 +74,7 @@ class GroupSub:
 
     group: str
     sub_id: int = 0
-    handles: dict[int, tuple[Tag, DataType, bool]] = field(default_factory=dict)  # client handle -> tag
+    handles: dict[int, tuple[Tag, Callable[[Any], Any]]] = field(default_factory=dict)  # client handle -> tag
     items: dict[str, int] = field(default_factory=dict)  # tag key -> server monitored item id
     failed: dict[str, str] = field(default_factory=dict)  # tag key -> why it is not monitored (retried)
     last_seen: float = 0.0
@@ -499,12 +499,15 @@ class OpcUaDriver(Driver):
                 params = ua.ReadParameters(MaxAge=0, TimestampsToReturn=ua.TimestampsToReturn.Both)
                 params.NodesToRead = [ua.ReadValueId(NodeId=self._resolved[t.key].nodeid,
                                                      AttributeId=ua.AttributeIds.Value) for t in chunk]
-                batches.append(Batch([(t, self._resolved[t.key].dtype, self._resolved[t.key].array) for t in chunk],
-                                     params))
+                batches.append(Batch([(t, self._conv(t)) for t in chunk], params))
             if not batches:
                 batches.append(Batch([], None))
             batches[0].bad = bad
             self._batches[g] = batches
+
+    def _conv(self, tag: Tag) -> Callable[[Any], Any]:
+        r = self._resolved[tag.key]
+        return converter(r.dtype, r.array)
 
     def _log_problem(self, tag: Tag, problem: str) -> None:
         """Log a tag's problem once per change (no floods)."""
@@ -517,10 +520,10 @@ class OpcUaDriver(Driver):
             log.info("device %s: tag %s: good values again", self.spec.name, tag.name)
 
     # -- values -------------------------------------------------------------
-    def _reading(self, tag: Tag, dtype: DataType, array: bool, dv: Any, now_ns: int) -> Reading:
+    def _reading(self, tag: Tag, conv: Callable[[Any], Any], dv: Any, now_ns: int) -> Reading:
         """A DataValue as a Reading; anything that does not fit the tag is bad (and counted)."""
         status = dv.StatusCode
-        q = quality_of(status) if status is not None and status.value else Quality.GOOD
+        q = Quality.GOOD if status is None or not status.value else quality_of(status)
         if q is Quality.BAD:
             self._log_problem(tag, f"the server reports {status_name(status)}")
             return Reading(tag, None, Quality.BAD, now_ns)
@@ -530,18 +533,22 @@ class OpcUaDriver(Driver):
             self._log_problem(tag, "the server sent no value (null Variant)")
             return Reading(tag, None, Quality.BAD, now_ns)
         try:
-            raw = to_edged(value, dtype, array)
+            raw = conv(value)
+            if tag.dims and len(raw) != _size(tag.dims):
+                raise ValueError_(f"expected {_size(tag.dims)} array elements, found {len(raw)}")
         except ValueError_ as exc:
             self.stats.error("malformed")
             self._log_problem(tag, f"value does not fit the tag: {exc}")
             return Reading(tag, None, Quality.BAD, now_ns)
         if tag.key in self._logged:
             self._log_ok(tag)
-        if tag.scaled and not isinstance(raw, list):
-            raw = tag.to_engineering(raw)
-        elif tag.scaled:
-            raw = [x if isinstance(x, (bool, str)) else x * tag.scale + tag.offset for x in raw]
-        return Reading(tag, raw, q, ts_ns_of(dv, now_ns) if dv.SourceTimestamp or dv.ServerTimestamp else now_ns)
+        if tag.scale != 1.0 or tag.offset != 0.0:
+            if isinstance(raw, list):
+                raw = [x if isinstance(x, (bool, str)) else x * tag.scale + tag.offset for x in raw]
+            else:
+                raw = tag.to_engineering(raw)
+        ts = dv.SourceTimestamp or dv.ServerTimestamp
+        return Reading(tag, raw, q, ts_ns_of(dv, now_ns) if ts is not None else now_ns)
 
     # -- polling ------------------------------------------------------------
     def _alive_client(self) -> Any:
@@ -584,7 +591,7 @@ class OpcUaDriver(Driver):
                                  f"results", kind="malformed")
             now_ns = time.time_ns()
             reading = self._reading
-            out.extend([reading(t, dt, arr, dv, now_ns) for (t, dt, arr), dv in zip(items, results)])
+            out.extend([reading(t, conv, dv, now_ns) for (t, conv), dv in zip(items, results)])
         self.stats.values += len(out)
         return out
 
@@ -707,7 +714,7 @@ class OpcUaDriver(Driver):
                 r = self._resolved[t.key]
                 self._handle += 1
                 handles.append(self._handle)
-                sub.handles[self._handle] = (t, r.dtype, r.array)
+                sub.handles[self._handle] = (t, self._conv(t))
                 reqs.append(ua.MonitoredItemCreateRequest(
                     ItemToMonitor=ua.ReadValueId(NodeId=r.nodeid, AttributeId=ua.AttributeIds.Value),
                     MonitoringMode=ua.MonitoringMode.Reporting,
@@ -762,8 +769,8 @@ class OpcUaDriver(Driver):
                     if hit is None:
                         self.stats.error("malformed")  # a handle this session never created
                         continue
-                    tag, dtype, array = hit
-                    r = self._reading(tag, dtype, array, item.Value, now_ns)
+                    tag, conv = hit
+                    r = self._reading(tag, conv, item.Value, now_ns)
                     out.append(r)
                     st = item.Value.StatusCode
                     if r.quality is Quality.BAD and st is not None and st.value in _GONE:
@@ -894,6 +901,10 @@ class OpcUaDriver(Driver):
             "unresolved": {t.name: self._resolved[t.key].problem for t in self.tags
                            if t.key in self._resolved and self._resolved[t.key].problem},
         }
+
+
+def _size(dims: tuple[int, ...]) -> int:
+    return math.prod(dims)
 
 
 _VT_TO_DT = {ua.VariantType.Boolean: 1, ua.VariantType.SByte: 2, ua.VariantType.Byte: 3, ua.VariantType.Int16: 4,

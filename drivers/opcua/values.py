@@ -7,7 +7,7 @@ import datetime as dt
 import enum
 import math
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from asyncua import ua
 
@@ -231,6 +231,50 @@ def to_edged(value: Any, dtype: DataType, array: bool) -> Any:
     if isinstance(value, list) and dtype is not DataType.ANY:
         raise ValueError_(f"expected a scalar, found an array of {len(value)}")
     return _scalar(value, dtype)
+
+
+def converter(dtype: DataType, array: bool) -> Callable[[Any], Any]:
+    """A fast checker/converter of wire values for one tag type (the hot path of reads and notifications).
+
+    Same results as ``to_edged(value, dtype, array)``; scalars of the common types are checked inline.
+    """
+    if array or dtype not in _FAST:
+        return lambda v: to_edged(v, dtype, array)
+    kind, lo, hi = _FAST[dtype]
+    if kind == "f":
+        def conv_float(v: Any) -> Any:
+            t = type(v)
+            if t is float:
+                return v
+            if t is int:
+                return float(v)
+            return _scalar(v, dtype)
+        return conv_float
+    if kind == "i":
+        def conv_int(v: Any) -> Any:
+            if type(v) is int and lo <= v <= hi:
+                return v
+            return _scalar(v, dtype)
+        return conv_int
+    if kind == "b":
+        def conv_bool(v: Any) -> Any:
+            if v is True or v is False:
+                return v
+            return _scalar(v, dtype)
+        return conv_bool
+
+    def conv_str(v: Any) -> Any:
+        if type(v) is str:
+            return v
+        return _scalar(v, dtype)
+    return conv_str
+
+
+_FAST: dict[DataType, tuple[str, float, float]] = {
+    DataType.FLOAT32: ("f", 0, 0), DataType.FLOAT64: ("f", 0, 0), DataType.BOOL: ("b", 0, 0),
+    DataType.STRING: ("s", 0, 0),
+    **{t: ("i", *t.limits) for t in DataType if t.is_integer},  # type: ignore[misc]
+}
 
 
 def to_variant(value: Any, vtype: ua.VariantType, array: bool) -> ua.Variant:
