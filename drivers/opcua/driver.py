@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import logging
 import math
 import time
@@ -534,8 +535,9 @@ class OpcUaDriver(Driver):
             return Reading(tag, None, Quality.BAD, now_ns)
         try:
             raw = conv(value)
-            if tag.dims and len(raw) != _size(tag.dims):
-                raise ValueError_(f"expected {_size(tag.dims)} array elements, found {len(raw)}")
+            dims = tag.dims
+            if dims and len(raw) != _size(dims):
+                raise ValueError_(f"expected {_size(dims)} array elements, found {len(raw)}")
         except ValueError_ as exc:
             self.stats.error("malformed")
             self._log_problem(tag, f"value does not fit the tag: {exc}")
@@ -548,7 +550,15 @@ class OpcUaDriver(Driver):
             else:
                 raw = tag.to_engineering(raw)
         ts = dv.SourceTimestamp or dv.ServerTimestamp
-        return Reading(tag, raw, q, ts_ns_of(dv, now_ns) if ts is not None else now_ns)
+        if ts is None:
+            return Reading(tag, raw, q, now_ns)
+        if ts.__class__ is _DATETIME and ts.tzinfo is not None:  # asyncua decodes aware UTC datetimes
+            try:
+                ns = int(ts.timestamp() * 1e9)
+            except (OverflowError, OSError, ValueError):
+                ns = 0
+            return Reading(tag, raw, q, ns if ns > 0 else now_ns)
+        return Reading(tag, raw, q, ts_ns_of(dv, now_ns))
 
     # -- polling ------------------------------------------------------------
     def _alive_client(self) -> Any:
@@ -901,6 +911,9 @@ class OpcUaDriver(Driver):
             "unresolved": {t.name: self._resolved[t.key].problem for t in self.tags
                            if t.key in self._resolved and self._resolved[t.key].problem},
         }
+
+
+_DATETIME = _dt.datetime
 
 
 def _size(dims: tuple[int, ...]) -> int:
