@@ -151,3 +151,34 @@ def test_password_from_file_or_environment(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(OSError, match="ROBOT_PW"):
         read_password(None, "ROBOT_PW")
     assert read_password(None, None) is None
+
+
+@pytest.mark.asyncio
+async def test_username_and_password_from_the_environment_never_logged(tmp_path: Path, client_pki: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    _copy_pki(client_pki, tmp_path / "pki")
+    port = free_port()
+    keys = ('pki = "pki"\napplication_uri = "urn:test:edged"\nauto_trust_first = true\nmode = "poll"\n'
+            'username = "operator"\npassword_env = "ROBOT_PASSWORD"')
+    cell = load(tmp_path, cell_text(port, keys=keys))
+    emu = OpcUaEmulator([cell.devices["robot"].driver], cert_dir=tmp_path / "server",
+                        users={"operator": "Corr3ct-Horse"})
+    await emu.start()
+    caplog.set_level("DEBUG")
+    try:
+        set_all(emu, cell)
+        drv = cell.devices["robot"].driver
+        monkeypatch.setenv("ROBOT_PASSWORD", "wrong-Pa55")
+        with pytest.raises(DeviceUnavailable, match="refused the session"):
+            await drv.connect()
+        monkeypatch.setenv("ROBOT_PASSWORD", "Corr3ct-Horse")
+        await drv.connect()
+        try:
+            got = {r.tag.name: r for r in await drv.read("fast")}
+        finally:
+            await drv.close()
+        assert got["axis"].value == VALUES["axis"] and got["axis"].quality == Quality.GOOD
+    finally:
+        await emu.stop()
+        emu.close()
+    assert "Corr3ct-Horse" not in caplog.text and "wrong-Pa55" not in caplog.text

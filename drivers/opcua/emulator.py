@@ -81,11 +81,29 @@ def _install_write_recorder() -> None:
         _patched = True
 
 
+class _PasswordUsers:
+    """A user manager accepting the given user names and passwords (anonymous sessions are refused)."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = users
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> Any:
+        """The user when the password matches, else None (the session is refused)."""
+        from asyncua.crypto.permission_rules import User, UserRole
+
+        if username is not None and self.users.get(username) == password:
+            return User(role=UserRole.User, name=username)
+        return None
+
+
 class _Endpoint:
     """One asyncua Server at one endpoint URL, serving the tags of the devices configured on it."""
 
-    def __init__(self, url: str, drivers: list[OpcUaDriver], cert_dir: Path) -> None:
+    def __init__(self, url: str, drivers: list[OpcUaDriver], cert_dir: Path,
+                 users: dict[str, str] | None = None) -> None:
         self.url = url
+        self.users = users
         self.drivers = drivers
         self.tags = [t for d in drivers for t in d.tags]
         conn = drivers[0].conn
@@ -119,8 +137,10 @@ class _Endpoint:
     async def start(self) -> None:
         """Build the address space and listen."""
         _install_write_recorder()
-        server = Server()
+        server = Server(user_manager=_PasswordUsers(self.users) if self.users else None)
         await server.init()
+        if self.users:
+            server.set_identity_tokens([ua.UserNameIdentityToken])
         server.set_endpoint(self.url)
         server.set_server_name("edged OPC UA emulator")
         if self.policy != "None":
@@ -245,10 +265,12 @@ class OpcUaEmulator(Emulator):
     behind a reordered namespace array), ``stop()``/``start()``, ``stop_publishing()`` (existing
     subscriptions send nothing, not even keep-alives), ``delete_node(tag)``/``restore_node(tag)``.
     Security: a device with a security policy gets a server offering only that policy and mode,
-    with a self-signed certificate (``server_cert(tag_or_device)`` says where).
+    with a self-signed certificate (``server_cert(device)`` says where); ``users`` (name -> password)
+    makes the servers accept only those UserName identities.
     """
 
-    def __init__(self, drivers: list[Driver], cert_dir: str | Path | None = None) -> None:
+    def __init__(self, drivers: list[Driver], cert_dir: str | Path | None = None,
+                 users: dict[str, str] | None = None) -> None:
         super().__init__(drivers)
         self._tmp: tempfile.TemporaryDirectory | None = None
         if cert_dir is None:
@@ -260,7 +282,8 @@ class OpcUaEmulator(Emulator):
             u = urlparse(d.conn.endpoint)
             url = f"opc.tcp://{u.hostname}:{u.port or 4840}{u.path}"
             by_url.setdefault(url, []).append(d)
-        self.endpoints = [_Endpoint(url, ds, Path(cert_dir) / f"server{i}") for i, (url, ds) in enumerate(by_url.items())]
+        self.endpoints = [_Endpoint(url, ds, Path(cert_dir) / f"server{i}", users)
+                          for i, (url, ds) in enumerate(by_url.items())]
         self._by_device = {d.spec.name: ep for ep in self.endpoints for d in ep.drivers}
 
     async def start(self) -> None:
