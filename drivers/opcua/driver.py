@@ -12,6 +12,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from asyncua import ua
+from asyncua.ua.ua_binary import struct_from_binary
 
 from edged.driver import DeviceSpec, Driver, GroupMode, PushSink, TagInfo
 from edged.errors import DeviceUnavailable, ReadFailed, WriteFailed
@@ -655,7 +656,14 @@ class OpcUaDriver(Driver):
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=iv_ms, RequestedLifetimeCount=max(10 * ka, 30),
             RequestedMaxKeepAliveCount=ka, MaxNotificationsPerPublish=0, PublishingEnabled=True, Priority=0)
-        res = await self._client.uaclient.create_subscription(params, callback=self._on_publish)
+        # CreateSubscription sent directly: asyncua's session would start its own publish loop, which logs a
+        # traceback every second after a connection loss; the driver runs its own (_publish_loop)
+        request = ua.CreateSubscriptionRequest()
+        request.Parameters = params
+        data = await self._client.uaclient.session._send_request(request)
+        response = struct_from_binary(ua.CreateSubscriptionResponse, data)
+        response.ResponseHeader.ServiceResult.check()
+        res = response.Parameters
         self.stats.requests += 1
         sub = GroupSub(group, res.SubscriptionId)
         rev_iv = res.RevisedPublishingInterval if res.RevisedPublishingInterval > 0 else iv_ms
@@ -674,13 +682,45 @@ class OpcUaDriver(Driver):
         return sub
 
     def _ensure_publishers(self) -> None:
-        """One outstanding Publish request per subscription (asyncua keeps one per session; a subscription
-        that finds none when it is due counts towards its lifetime and starves next to a faster one)."""
+        """One outstanding Publish request per subscription: a subscription that finds none when it is due
+        counts towards its lifetime on the server, and starves next to a faster one."""
         session = self._client.uaclient.session
         self._publishers = [t for t in self._publishers if not t.done()]
-        while len(self._publishers) < len(self._subs) - 1:
-            self._publishers.append(asyncio.create_task(session._publish_loop(),
+        while len(self._publishers) < len(self._subs):
+            self._publishers.append(asyncio.create_task(self._publish_loop(session),
                                                         name=f"opcua-publish:{self.spec.name}"))
+
+    async def _publish_loop(self, session: Any) -> None:
+        """Send Publish requests and hand the responses to _on_publish; a transport error is a lost connection."""
+        acks: list[Any] = []
+        while True:
+            try:
+                response = await session.publish(acks)
+                acks = []
+                response.ResponseHeader.ServiceResult.check()
+            except (ua.uaerrors.BadTimeout, ua.uaerrors.BadNoSubscription, ua.uaerrors.BadTooManyPublishRequests):
+                acks = []
+                await asyncio.sleep(0.1)  # e.g. between deleting and re-creating a subscription
+                continue
+            except ua.UaStatusCodeError as exc:
+                self.stats.error("exception")
+                self._lost_reason = f"Publish refused: {type(exc).__name__}"
+                break
+            except ua.UaError:
+                self.stats.error("malformed")
+                acks = []
+                continue
+            except (ConnectionError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
+                self._lost_reason = f"connection lost: {exc!r}"
+                break
+            params = response.Parameters
+            msg = params.NotificationMessage
+            self._on_publish(params)
+            if msg.NotificationData and params.SubscriptionId in self._subs:
+                acks.append(ua.SubscriptionAcknowledgement(SubscriptionId=params.SubscriptionId,
+                                                           SequenceNumber=msg.SequenceNumber))
+        if self._lost is not None:
+            self._lost.set()
 
     async def _recreate(self, sub: GroupSub) -> None:
         """Delete a silent subscription (best effort) and create it again."""
@@ -689,7 +729,6 @@ class OpcUaDriver(Driver):
             await asyncio.wait_for(self._client.uaclient.delete_subscriptions([sub.sub_id]), self.spec.timeout_s)
         except Exception:  # the server may have dropped it already
             pass
-        self._client.uaclient.session._subscription_callbacks.pop(sub.sub_id, None)
         new = await self._create_subscription(sub.group)
         new.recreations = sub.recreations + 1
         log.info("device %s: subscription of scan %s re-created (id %d)", self.spec.name, sub.group, new.sub_id)
