@@ -247,7 +247,9 @@ def main() -> int:
     summary = (f"(p) / (h) values/s = **{ratio:.2f}** (target ≥ 0.90); client CPU per value (h) / (p) = "
                f"**{cpu_ratio:.2f}** (the same comparison by CPU cost, less sensitive to other load on the machine). "
                f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}.")
-    text = "\n".join([f"### `python bench/opcua.py{' --security ' + args.security if args.security != 'None' else ''}`",
+    opts = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                   if k in ("tags", "update_ms", "security") and v != ap.get_default(k))
+    text = "\n".join([f"### `python bench/opcua.py{opts}`",
                       "", head, "", *rows, "", summary])
     print(text)
     if args.write_md:

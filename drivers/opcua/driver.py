@@ -561,6 +561,32 @@ class OpcUaDriver(Driver):
             return Reading(tag, raw, q, ns if ns > 0 else now_ns)
         return Reading(tag, raw, q, ts_ns_of(dv, now_ns))
 
+    def _readings(self, items: list[tuple[Tag, Callable[[Any], Any]]], results: list[Any], now_ns: int) -> list[Reading]:
+        """Readings of a Read answer: the common case (good, scalar, unscaled, aware timestamp) inline, else _reading."""
+        out = []
+        append = out.append
+        logged = self._logged
+        slow = self._reading
+        for (tag, conv), dv in zip(items, results):
+            st = dv.StatusCode
+            variant = dv.Value
+            ts = dv.SourceTimestamp
+            if (st is None or not st.value) and variant is not None and not tag.dims and tag.key not in logged \
+                    and tag.scale == 1.0 and tag.offset == 0.0 and ts is not None and ts.__class__ is _DATETIME \
+                    and ts.tzinfo is not None:
+                value = variant.Value
+                if value is not None:
+                    try:
+                        raw = conv(value)
+                        ns = int(ts.timestamp() * 1e9)
+                    except (ValueError_, OverflowError, OSError, ValueError):
+                        append(slow(tag, conv, dv, now_ns))
+                        continue
+                    append(Reading(tag, raw, Quality.GOOD, ns if ns > 0 else now_ns))
+                    continue
+            append(slow(tag, conv, dv, now_ns))
+        return out
+
     # -- polling ------------------------------------------------------------
     def _alive_client(self) -> Any:
         if self._client is None:
@@ -601,8 +627,7 @@ class OpcUaDriver(Driver):
                 raise ReadFailed(f"device {self.spec.name}: Read of {len(items)} nodes answered {len(results)} "
                                  f"results", kind="malformed")
             now_ns = time.time_ns()
-            reading = self._reading
-            out.extend([reading(t, conv, dv, now_ns) for (t, conv), dv in zip(items, results)])
+            out.extend(self._readings(items, results, now_ns))
         self.stats.values += len(out)
         return out
 
