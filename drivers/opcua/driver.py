@@ -237,18 +237,23 @@ class OpcUaDriver(Driver):
         return dict(self._modes)
 
     def plan(self) -> dict[str, list[str]]:
-        """Per scan group: how it is acquired, and one line per tag."""
+        """Per scan group, one line per request: the subscription, or each batched Read (limit known at connect)."""
         out: dict[str, list[str]] = {}
+        limit = self.settings.max_nodes_per_read or DEFAULT_MAX_NODES
         for g, tags in self._groups.items():
             iv = self.spec.intervals.get(g, 1.0)
-            head = (f"subscription: publishing/sampling {iv * 1000:g} ms, queue {self.settings.queue_size}, "
-                    f"keep-alive every {self._keepalive_count(g) * iv:g} s" if self._modes[g] is GroupMode.PUSH
-                    else f"polled: batched Read every {iv * 1000:g} ms (at most the server's MaxNodesPerRead per request)")
-            lines = [head]
-            for t in tags:
-                extra = f", deadband {t.deadband:g} ({t.addr.deadband_type})" if t.deadband else ""
-                lines.append(f"{t.name}: {t.addr.ref.text()} ({t.dtype.value}{extra})")
-            out[g] = lines
+
+            def desc(t: Tag) -> str:
+                extra = f", deadband {t.deadband:g} {t.addr.deadband_type}" if t.deadband else ""
+                return f"{t.name} = {t.addr.ref.text()} ({t.dtype.value}{extra})"
+
+            if self._modes[g] is GroupMode.PUSH:
+                out[g] = [f"subscription: publishing and sampling every {iv * 1000:g} ms, keep-alive every "
+                          f"{self._keepalive_count(g) * iv:g} s, queue {self.settings.queue_size}, "
+                          f"{len(tags)} monitored item(s): " + "; ".join(desc(t) for t in tags)]
+            else:
+                out[g] = [f"Read of {len(tags[i:i + limit])} node(s) (at most the server's MaxNodesPerRead): "
+                          + "; ".join(desc(t) for t in tags[i:i + limit]) for i in range(0, len(tags), limit)]
         return out
 
     def _keepalive_count(self, group: str) -> int:
