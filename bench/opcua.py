@@ -206,7 +206,6 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--interval-ms", type=int, default=100, help="scan group interval (subscription publishing)")
     ap.add_argument("--update-ms", type=int, default=100, help="how often the server changes every value")
-    ap.add_argument("--security", default="None", choices=["None", "Basic256Sha256", "Aes256_Sha256_RsaPss"])
     ap.add_argument("--write-md", action="store_true", help="replace the OPC UA table in BENCHMARKS.md")
     ap.add_argument("--serve", metavar="CELL", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -215,7 +214,7 @@ def main() -> int:
         asyncio.run(serve(args.serve, args.update_ms))
         return 0
     with tempfile.TemporaryDirectory(prefix="edged-bench-opcua-") as tmp:
-        cell = make_cell(Path(tmp), args.tags, args.interval_ms, args.security)
+        cell = make_cell(Path(tmp), args.tags, args.interval_ms, "None")
         server = subprocess.Popen([sys.executable, __file__, "--serve", str(cell), "--update-ms", str(args.update_ms)],
                                   stdout=subprocess.PIPE, text=True)
         try:
@@ -230,7 +229,7 @@ def main() -> int:
             server.wait(30)
     med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in results.items()}
     ratio = med["p"]["values_s"] / med["h"]["values_s"]
-    head = (f"{args.tags} tags on one asyncua 2.1.0 server (edged's emulator, security {args.security}) in a separate "
+    head = (f"{args.tags} tags on one asyncua 2.1.0 server (edged's emulator, security None) in a separate "
             f"process on loopback, changing every value every {args.update_ms} ms; one scan group of "
             f"{args.interval_ms} ms; median of {args.rounds} interleaved rounds of {args.seconds:g} s per mode, "
             f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
@@ -248,7 +247,7 @@ def main() -> int:
                f"**{cpu_ratio:.2f}** (the same comparison by CPU cost, less sensitive to other load on the machine). "
                f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}.")
     opts = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                   if k in ("tags", "update_ms", "security") and v != ap.get_default(k))
+                   if k in ("tags", "update_ms") and v != ap.get_default(k))
     text = "\n".join([f"### `python bench/opcua.py{opts}`",
                       "", head, "", *rows, "", summary])
     print(text)
