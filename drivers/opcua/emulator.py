@@ -183,7 +183,7 @@ class _Endpoint:
             parent = await self._folders(server, ns, ref)
             last = ref.elements[-1]
             idx = last.ns if last.nsu is None else ns.index(last.nsu)
-            nodeid = ua.NodeId(f"{tag.device}.{tag.name}", idx)
+            nodeid = ua.NodeId(".".join(e.name for e in ref.elements[1:]), idx)
             bname = ua.QualifiedName(last.name, idx)
         node = await parent.add_variable(nodeid, bname, var)
         if tag.dims:
@@ -202,13 +202,13 @@ class _Endpoint:
 
     async def _folders(self, server: Server, ns: list[str], path: BrowsePath) -> Any:
         node = server.nodes.root
-        for e in path.elements[:-1]:
+        for i, e in enumerate(path.elements[:-1]):
             idx = e.ns if e.nsu is None else ns.index(e.nsu)
             qn = ua.QualifiedName(e.name, idx)
             try:
                 node = await node.get_child(qn)
             except ua.UaError:
-                node = await node.add_object(ua.NodeId(f"{e.name}@{len(self.nodes)}:{id(path)}", idx), qn)
+                node = await node.add_object(ua.NodeId(".".join(x.name for x in path.elements[1:i + 1]), idx), qn)
         return node
 
     @staticmethod
