@@ -276,3 +276,33 @@ async def test_a_subscription_that_stops_publishing_goes_stale_and_is_recreated(
         await runner.stop()
         await emu.stop()
         emu.close()
+
+
+async def test_a_namespace_and_node_added_later_are_picked_up_without_reconnecting(tmp_path: Path) -> None:
+    port = free_port()
+    cell = load(tmp_path, cell_text(port))
+    emu = emulator_for([cell.devices["robot"].driver])
+    await emu.start()
+    set_all(emu, cell)
+    late = '\n[device.robot.tag.late]\naddress = "nsu=urn:loaded:later;s=Late"\ntype = "int32"\nscan = "fast"\n'
+    client_cell = load(tmp_path, cell_text(port, tags=__import__("opcua_support").TAGS + late), "client.toml")
+    drv = client_cell.devices["robot"].driver
+    got = Collector()
+    await drv.connect()
+    task = asyncio.create_task(drv.run_push(PushSink(got, asyncio.get_running_loop().time)))
+    try:
+        await until(lambda: got.value("axis") == 12.5 and got.quality("late") == Quality.BAD, what="late tag bad")
+        assert "namespace urn:loaded:later is not on the server" in drv.status()["unresolved"]["late"]
+        server = emu.server("robot")
+        await server.register_namespace("urn:loaded:later")  # the PLC loads its program
+        await emu.restore_node(client_cell.tags["robot.late"])
+        emu.set_value(client_cell.tags["robot.late"], 5)
+        await until(lambda: got.value("late") == 5, what="the late tag resolved and subscribed")
+        assert drv.tag_info["late"].dtype is DataType.INT32 and drv.stats.reconnects == 0
+        assert got.value("axis") == 12.5 and "late" not in drv.status()["unresolved"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await drv.close()
+        await emu.stop()
+        emu.close()

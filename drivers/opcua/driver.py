@@ -59,6 +59,7 @@ class Resolved:
     dtype: DataType = DataType.ANY  # the type values are checked against
     array: bool = False
     vtype: Any = None  # ua.VariantType for writes, None when unknown
+    learned: bool = False  # the node's attributes were read (False: unresolved, or missing at connect)
 
 
 @dataclass(slots=True)
@@ -187,6 +188,7 @@ class OpcUaDriver(Driver):
         self._sink: PushSink | None = None
         self._health: asyncio.Task | None = None
         self._publishers: list[asyncio.Task] = []
+        self._monitor_lock: asyncio.Lock | None = None
         self._limits: dict[str, int] = {}
         self._namespaces: list[str] = []
         self._logged: dict[str, str] = {}  # tag key -> last problem logged (log once per state change)
@@ -271,6 +273,7 @@ class OpcUaDriver(Driver):
     async def connect(self) -> None:
         """Open a fresh session, resolve namespaces and browse paths, learn types, units and limits."""
         await self.close()
+        self._monitor_lock = asyncio.Lock()  # bound to this connection's event loop
         self._lost = asyncio.Event()
         self._lost_reason = ""
         lost = self._lost
@@ -334,9 +337,33 @@ class OpcUaDriver(Driver):
         if self.settings.max_nodes_per_read:
             self._limits["read"] = min(self._limits.get("read") or 10**9, self.settings.max_nodes_per_read)
         self._resolved = {t.key: Resolved() for t in self.tags}
-        await self._resolve_nodes()
-        await self._learn_types()
+        self.tag_info = {}
+        await self._resolve_nodes(self.tags)
+        await self._learn_types(self.tags)
         self._build_batches()
+
+    async def _retry_unresolved(self) -> None:
+        """Try again the tags whose namespace or browse path did not resolve, or whose node was missing at
+        connect (a PLC that loads its program after the server started); good ones join reads and subscriptions."""
+        todo = [t for t in self.tags if not self._resolved[t.key].learned
+                and not self._resolved[t.key].problem.startswith("configured")]
+        if not todo:
+            return
+        res = await self._read_nodes([ua.NodeId(ua.ObjectIds.Server_NamespaceArray)], ua.AttributeIds.Value)
+        ns = res[0].Value.Value if res[0].Value is not None else None
+        if isinstance(ns, list) and all(isinstance(u, str) for u in ns) and ns[:len(self._namespaces)] == self._namespaces:
+            self._namespaces = ns  # namespaces are only appended during a session
+        for t in todo:
+            self._resolved[t.key] = Resolved()
+        await self._resolve_nodes(todo)
+        await self._learn_types(todo)
+        fixed = [t for t in todo if self._resolved[t.key].learned and not self._resolved[t.key].problem]
+        if not fixed:
+            return
+        log.info("device %s: resolved now: %s", self.spec.name, ", ".join(t.name for t in fixed))
+        self._build_batches()
+        for sub in list(self._subs.values()):
+            await self._monitor(sub, [t for t in fixed if t.scan == sub.group])
 
     def _ns_index(self, uri: str) -> int | None:
         try:
@@ -356,10 +383,10 @@ class OpcUaDriver(Driver):
             return ua.NodeId(ref.ident, ns, ua.NodeIdType.Guid)
         return ua.NodeId(ref.ident, ns, ua.NodeIdType.ByteString)
 
-    async def _resolve_nodes(self) -> None:
+    async def _resolve_nodes(self, tags: list[Tag]) -> None:
         """NodeIds with namespace URIs get today's index; browse paths are translated (batched)."""
         paths: list[tuple[Tag, Any]] = []
-        for t in self.tags:
+        for t in tags:
             r = self._resolved[t.key]
             ref = t.addr.ref
             if isinstance(ref, NodeRef):
@@ -408,16 +435,15 @@ class OpcUaDriver(Driver):
                 return None
         return ua.NodeId(target.Identifier, ns, target.NodeIdType)
 
-    async def _learn_types(self) -> None:
+    async def _learn_types(self, all_tags: list[Tag]) -> None:
         """DataType, ValueRank, ArrayDimensions, AccessLevel and EngineeringUnits of every resolved node."""
-        tags = [t for t in self.tags if self._resolved[t.key].nodeid is not None]
+        tags = [t for t in all_tags if self._resolved[t.key].nodeid is not None]
         nodes = [self._resolved[t.key].nodeid for t in tags]
         dtypes = await self._read_nodes(nodes, ua.AttributeIds.DataType)
         ranks = await self._read_nodes(nodes, ua.AttributeIds.ValueRank)
         dims = await self._read_nodes(nodes, ua.AttributeIds.ArrayDimensions)
         access = await self._read_nodes(nodes, ua.AttributeIds.UserAccessLevel)
         units = await self._units(nodes)
-        self.tag_info = {}
         for t, dt_dv, rank_dv, dims_dv, acc_dv, unit in zip(tags, dtypes, ranks, dims, access, units):
             r = self._resolved[t.key]
             if not dt_dv.StatusCode.is_good():
@@ -434,6 +460,7 @@ class OpcUaDriver(Driver):
                 isinstance(d, int) and not isinstance(d, bool) for d in arr_dims) else ()
             server_array = rank >= 1 or rank == 0 and bool(arr_dims)
             r.vtype = vtype
+            r.learned = True
             r.array = server_array
             r.dtype = t.dtype if t.dtype is not DataType.ANY else server_type
             desc = f"OPC UA {type_name(dt_node if isinstance(dt_node, ua.NodeId) else None)}"
@@ -453,7 +480,7 @@ class OpcUaDriver(Driver):
                 log.warning("device %s: tag %s is configured writable but the server says %s is read-only for "
                             "this session", self.spec.name, t.name, r.nodeid.to_string())
             self.tag_info[t.name] = TagInfo(server_type, arr_dims if server_array else (), unit, desc)
-        for t in self.tags:
+        for t in all_tags:
             r = self._resolved[t.key]
             if r.problem:
                 self._log_problem(t, r.problem)
@@ -772,9 +799,15 @@ class OpcUaDriver(Driver):
                                    DeadbandValue=float(raw))
 
     async def _monitor(self, sub: GroupSub, tags: list[Tag]) -> None:
-        """Create monitored items for tags (new, or retried after their node was missing)."""
+        """Create monitored items for tags (new, or retried after their node was missing), one call at a time."""
         if not tags:
             return
+        if self._monitor_lock is None:
+            self._monitor_lock = asyncio.Lock()
+        async with self._monitor_lock:
+            await self._monitor_locked(sub, tags)
+
+    async def _monitor_locked(self, sub: GroupSub, tags: list[Tag]) -> None:
         uac = self._client.uaclient
         stale_items = [sub.items.pop(t.key) for t in tags if t.key in sub.items]
         if stale_items:
@@ -901,6 +934,15 @@ class OpcUaDriver(Driver):
                 return
             if len(res) == 2:
                 self._take_status(res[0], res[1])
+            try:
+                await self._retry_unresolved()
+            except (ConnectionError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
+                if self._lost is not None and not self._lost.is_set():
+                    self._lost_reason = f"connection lost: {exc!r}"
+                    self._lost.set()
+                return
+            except ua.UaError as exc:  # e.g. a refused request: the tags stay bad, tried again next time
+                log.debug("device %s: resolving again failed: %r", self.spec.name, exc)
 
     # -- writes ---------------------------------------------------------------
     async def write(self, tag: Tag, value: Any) -> None:
