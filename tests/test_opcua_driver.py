@@ -306,3 +306,23 @@ async def test_a_namespace_and_node_added_later_are_picked_up_without_reconnecti
         await drv.close()
         await emu.stop()
         emu.close()
+
+
+async def test_polling_respects_the_servers_max_nodes_per_read(served) -> None:
+    tmp, port, _, emu = served
+    server = emu.server("robot")
+    limit = server.get_node(ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead))
+    old = await limit.read_value()
+    await limit.write_value(ua.Variant(2, ua.VariantType.UInt32))
+    _, drv = _driver(tmp, port, 'security_policy = "None"\nmode = "poll"', name="limit.toml")
+    try:
+        await drv.connect()
+        before = drv.stats.requests
+        got = await drv.read("default")
+        assert drv.stats.requests - before == 3  # 6 tags, at most 2 per Read
+        assert {r.tag.name: r.value for r in got} == {n: VALUES[n] for n in ("program", "joints", "level", "when",
+                                                                               "temp", "speed")}
+        assert drv.status()["operation_limits"]["read"] == 2
+    finally:
+        await drv.close()
+        await limit.write_value(ua.Variant(old, ua.VariantType.UInt32))
