@@ -620,6 +620,11 @@ class OpcUaDriver(Driver):
         return out
 
     # -- polling ------------------------------------------------------------
+    def _mark_lost(self) -> None:
+        """The transport failed: close() then drops the session without waiting on the peer."""
+        if self._lost is not None:
+            self._lost.set()
+
     def _alive_client(self) -> Any:
         if self._client is None:
             raise DeviceUnavailable(f"device {self.spec.name}: not connected")
@@ -641,6 +646,7 @@ class OpcUaDriver(Driver):
             except (ConnectionError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
                 self.stats.timeouts += isinstance(exc, (asyncio.TimeoutError, TimeoutError))
                 self._lost_reason = f"read failed: {exc!r}"
+                self._mark_lost()
                 raise DeviceUnavailable(f"device {self.spec.name}: {self._lost_reason}") from None
             except ua.UaStatusCodeError as exc:
                 self.stats.error("exception")
@@ -974,6 +980,7 @@ class OpcUaDriver(Driver):
             results = await client.uaclient.write(ua.WriteParameters(NodesToWrite=[wv]))
         except (ConnectionError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
             self.stats.writes_failed += 1
+            self._mark_lost()
             raise DeviceUnavailable(f"device {self.spec.name}: write failed: {exc!r}") from None
         except ua.UaStatusCodeError as exc:
             self.stats.writes_failed += 1

@@ -185,6 +185,7 @@ async def _drop(client: Any) -> None:
 
 async def close_client(client: Any, timeout: float, lost: bool = False) -> None:
     """Close a session and its socket within ``timeout``; after a loss only local cleanup (no request)."""
+    timeout = min(timeout, 2.0)  # two steps within the runtime's close limit (5 s)
     if not lost:
         try:
             await asyncio.wait_for(client.close_session(), timeout)
