@@ -5,7 +5,7 @@ import asyncio
 import datetime as dt
 import logging
 import tempfile
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -39,6 +39,7 @@ PLACEHOLDER_NS = "urn:edged:emulator:ns{}"
 # (NodeId, DataValue encoding mask) per written value (mask 0x01 = value only; 0x02 status code,
 # 0x04 source timestamp, 0x08 server timestamp). Kept for tests across all emulators of the process.
 WRITE_LOG: deque[tuple[Any, int]] = deque(maxlen=1000)
+WRITE_COUNTS: Counter[Any] = Counter()  # NodeId -> values written to it (all emulators of the process)
 _STRICT: set[Any] = set()  # NodeIds whose writes must carry a value only (like stricter server stacks)
 _patched = False
 
@@ -67,6 +68,7 @@ def _recording_struct_from_binary(objtype: Any, data: Any) -> Any:
         except Exception:  # a malformed request: let asyncua report it
             masks = []
         WRITE_LOG.extend(masks)
+        WRITE_COUNTS.update(n for n, _ in masks)
         for nodeid, mask in masks:
             if nodeid in _STRICT and mask & ~0x01:
                 raise ServiceError(ua.StatusCodes.BadWriteNotSupported)
@@ -285,6 +287,7 @@ class OpcUaEmulator(Emulator):
         self.endpoints = [_Endpoint(url, ds, Path(cert_dir) / f"server{i}", users)
                           for i, (url, ds) in enumerate(by_url.items())]
         self._by_device = {d.spec.name: ep for ep in self.endpoints for d in ep.drivers}
+        self._shifts = 0
 
     async def start(self) -> None:
         """Start every server (about a second each)."""
@@ -311,15 +314,46 @@ class OpcUaEmulator(Emulator):
                 ep.namespace_order = list(namespace_order)
         await self.start()
 
+    faults = frozenset({"stop", "start", "namespace-restart", "stop-publishing", "clear"})
+
+    async def inject(self, device: str, fault: str, arg: str = "") -> None:
+        """Play a fault on one device's server: ``stop``/``start`` (connections refused, then the same address
+        space again), ``namespace-restart`` (a restart with one more namespace in front: every index moves),
+        ``stop-publishing`` (its subscriptions fall silent), ``clear`` (nothing to undo; new subscriptions work)."""
+        if fault not in self.faults:
+            await super().inject(device, fault, arg)
+        ep = self._by_device[device]
+        if fault == "stop":
+            await ep.stop()
+        elif fault == "start":
+            if ep.server is None:
+                await ep.start()
+        elif fault == "namespace-restart":
+            await ep.stop()
+            self._shifts += 1
+            ep.namespace_order = [f"urn:edged:emulator:shift{i}" for i in range(self._shifts)] + [
+                u for u in ep.namespace_order if not u.startswith("urn:edged:emulator:shift")]
+            await ep.start()
+        elif fault == "stop-publishing":
+            self._silence(ep)
+
+    def writes_seen(self) -> dict[str, int]:
+        """Values written to each device's nodes."""
+        return {d: sum(WRITE_COUNTS.get(n, 0) for n in ep.nodes.values()) for d, ep in self._by_device.items()}
+
+    @staticmethod
+    def _silence(ep: "_Endpoint") -> None:
+        if ep.server is None:
+            return
+        for sub in ep.server.iserver.subscription_service.subscriptions.values():
+            if sub._task is not None:
+                sub._task.cancel()
+                sub._task = None
+
     def stop_publishing(self) -> None:
         """Existing subscriptions stop publishing (no data, no keep-alive); new ones work normally."""
         for ep in self.endpoints:
-            if ep.server is None:
-                continue
-            for sub in ep.server.iserver.subscription_service.subscriptions.values():
-                if sub._task is not None:
-                    sub._task.cancel()
-                    sub._task = None
+            self._silence(ep)
 
     def server(self, device: str) -> Server | None:
         """The asyncua Server of a device (None while stopped)."""

@@ -18,6 +18,7 @@ from edged.driver import emulator_for
 from edged.cell import Cell, parse_cell
 from edged.demo.animate import DemoAnimation
 from edged.runtime import Runtime
+from edged.statelock import StateDirBusy, StateLock
 
 log = logging.getLogger("edged.demo")
 
@@ -55,12 +56,14 @@ def free_port(preferred: int = 0) -> int:
     raise OSError("no free port")
 
 
-def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | None, opcua_port: int = 0) -> str:
+def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | None, s7_port: int = 0,
+              opcua_port: int = 0) -> str:
     """The demo cell TOML with its placeholders filled in."""
     text = resources.files("edged.demo").joinpath("cell.toml").read_text()
     # json.dumps gives a valid TOML basic string for any path (quotes and backslashes escaped)
     text = (text.replace('"{state_dir}"', json.dumps(str(state_dir))).replace("{metrics_port}", str(metrics_port))
             .replace("{modbus_port}", str(modbus_port)))
+    text = text.replace("{s7_port}", str(s7_port or free_port()))  # S7 PLC (conveyor1)
     text = text.replace("{opcua_port}", str(opcua_port or free_port()))
     control = resources.files("edged.demo").joinpath("control.toml")
     if control.is_file():
@@ -141,8 +144,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cell = parse_cell(tomllib.loads(text), "(built-in demo cell)")
     try:
+        lock = StateLock.acquire(cell.state_dir)  # two demos on one state folder would share a spool
+    except (StateDirBusy, OSError) as exc:
+        print(f"edged demo: {exc}", file=sys.stderr)
+        return 1
+    try:
         asyncio.run(run_demo(cell, args.seconds))
     except OSError as exc:  # an unusable state dir, a port taken meanwhile: say it, no traceback
         print(f"edged demo: {exc}", file=sys.stderr)
         return 1
+    finally:
+        lock.release()
     return 0

@@ -39,6 +39,10 @@ class DemoAnimation:
         self._set("robot1.program", "PICK01" if running else "HOME")
         self._set("robot1.joint_temp", 35.0 + 5.0 * math.sin(t / 10.0))
         self._set("robot1.gripper_closed", running and (t % 4.0) < 2.0)
+        # S7 conveyor (conveyor1): runs with the press, one part every 2 s
+        self._set("conveyor1.running", running)
+        self._set("conveyor1.speed", 18.0 + 0.5 * math.sin(t) if running else 0.0)
+        self._set("conveyor1.part_count", self.cycles)
         # OPC UA robot controller (arm1)
         self._set("arm1.axis1", round(90.0 * math.sin(t / 4.0), 3) if running else 0.0)
         self._set("arm1.axis2", round(45.0 + 30.0 * math.cos(t / 4.0), 3) if running else 45.0)
