@@ -293,8 +293,7 @@ async def test_a_namespace_and_node_added_later_are_picked_up_without_reconnecti
     try:
         await until(lambda: got.value("axis") == 12.5 and got.quality("late") == Quality.BAD, what="late tag bad")
         assert "namespace urn:loaded:later is not on the server" in drv.status()["unresolved"]["late"]
-        server = emu.server("robot")
-        await server.register_namespace("urn:loaded:later")  # the PLC loads its program
+        await emu.call("robot", lambda server: server.register_namespace("urn:loaded:later"))  # the PLC loads its program
         await emu.restore_node(client_cell.tags["robot.late"])
         emu.set_value(client_cell.tags["robot.late"], 5)
         await until(lambda: got.value("late") == 5, what="the late tag resolved and subscribed")
@@ -310,10 +309,14 @@ async def test_a_namespace_and_node_added_later_are_picked_up_without_reconnecti
 
 async def test_polling_respects_the_servers_max_nodes_per_read(served) -> None:
     tmp, port, _, emu = served
-    server = emu.server("robot")
-    limit = server.get_node(ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead))
-    old = await limit.read_value()
-    await limit.write_value(ua.Variant(2, ua.VariantType.UInt32))
+    limit_id = ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
+    old = await emu.call("robot", lambda server: server.get_node(limit_id).read_value())
+
+    async def set_limit(value: int) -> None:
+        await emu.call("robot", lambda server: server.get_node(limit_id).write_value(
+            ua.Variant(value, ua.VariantType.UInt32)))
+
+    await set_limit(2)
     _, drv = _driver(tmp, port, 'security_policy = "None"\nmode = "poll"', name="limit.toml")
     try:
         await drv.connect()
@@ -325,4 +328,48 @@ async def test_polling_respects_the_servers_max_nodes_per_read(served) -> None:
         assert drv.status()["operation_limits"]["read"] == 2
     finally:
         await drv.close()
-        await limit.write_value(ua.Variant(old, ua.VariantType.UInt32))
+        await set_limit(old)
+
+
+@pytest.mark.filterwarnings("ignore:coroutine 'MonitoredItemService.datachange_callback' was never awaited")
+async def test_hil_faults_stop_start_and_namespace_restart(tmp_path: Path) -> None:
+    port = free_port()
+    cell = load(tmp_path, cell_text(port))
+    emu = emulator_for([cell.devices["robot"].driver])
+    assert {"stop", "start", "namespace-restart", "stop-publishing"} <= emu.faults
+    await emu.start()
+    set_all(emu, cell)
+    client_cell = load(tmp_path, cell_text(port), "client.toml")
+    got = Collector()
+    runner = _runner(client_cell, got)
+    task = asyncio.create_task(runner.run())
+    try:
+        await until(lambda: got.value("axis") == 12.5, what="first values")
+        await emu.inject("robot", "stop")
+        await until(lambda: got.quality("axis") == Quality.BAD, what="bad while the server is away")
+        await emu.inject("robot", "start")
+        await until(lambda: got.value("axis") == 12.5 and runner.connects >= 2, what="values after start")
+        before = emu.nodeid(cell.tags["robot.axis"]).NamespaceIndex
+        connects = runner.connects
+        emu.set_value(cell.tags["robot.axis"], 3.25)
+        await until(lambda: got.value("axis") == 3.25, what="a change before the restart")
+        await emu.inject("robot", "namespace-restart")
+        assert emu.nodeid(cell.tags["robot.axis"]).NamespaceIndex == before + 1
+        await until(lambda: runner.connects > connects and all(got.quality(n) == Quality.GOOD for n in VALUES),
+                    what="every tag good after the namespace restart")
+        assert got.value("axis") == 3.25 and got.value("program") == "PICK01"
+        await drv_write_and_check(client_cell, emu)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runner.stop()
+        await emu.stop()
+        emu.close()
+
+
+async def drv_write_and_check(client_cell, emu) -> None:
+    """A write through the driver after the renumbering reaches the renumbered node."""
+    drv = client_cell.devices["robot"].driver
+    await drv.write(client_cell.tags["robot.speed"], 33.0)
+    assert emu.get_value(client_cell.tags["robot.speed"]) == 33.0
+    assert emu.writes_seen()["robot"] >= 1

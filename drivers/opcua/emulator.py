@@ -7,7 +7,7 @@ import logging
 import tempfile
 from collections import Counter, deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlparse
 
 from asyncua import Server, ua
@@ -117,6 +117,7 @@ class _Endpoint:
         self.values: dict[str, Any] = {}  # tag key -> value kept across restarts
         self.namespace_order: list[str] = []
         self.server_cert: Path | None = None
+        self.created: list[Any] = []  # NodeIds of the variables and objects this emulator added
 
     def uris(self) -> list[str]:
         """Namespace URIs the tags use (by URI, or placeholders for plain indexes), in registration order."""
@@ -152,10 +153,57 @@ class _Endpoint:
         for uri in self.uris():
             await server.register_namespace(uri)
         ns = await server.get_namespace_array()
+        self.created = []
         for t in self.tags:
             await self._add(server, ns, t)
         await server.start()
         self.server = server
+
+    async def pause(self) -> None:
+        """Stop listening and drop every connection; the address space stays (a cheap "server down")."""
+        if self.server is not None and self.server.bserver is not None:
+            await self.server.bserver.stop()
+            self.server.bserver = None
+
+    async def resume(self) -> None:
+        """Listen again after pause()."""
+        from asyncua.server.binary_server_asyncio import BinaryServer
+
+        server = self.server
+        if server is not None and server.bserver is None:
+            host, port = server._get_bind_socket_info()
+            server.bserver = BinaryServer(server.iserver, host, port, server.limits)
+            server.bserver.set_policies(server._policies)
+            await server.bserver.start()
+
+    async def renumber(self) -> None:
+        """A restart with today's namespace_order, without rebuilding the standard address space: drop the
+        connections, rewrite the NamespaceArray, add the nodes again under their new indexes, listen again."""
+        server = self.server
+        assert server is not None
+        await self.pause()
+        self._remember()
+        for nodeid in reversed(self.created):
+            try:
+                await server.delete_nodes([server.get_node(nodeid)], recursive=True)
+            except Exception:  # already gone with its parent
+                pass
+        base = (await server.get_namespace_array())[:2]
+        ns = base + [u for u in self.uris() if u not in base]
+        await server.get_node(ua.NodeId(ua.ObjectIds.Server_NamespaceArray)).write_value(
+            ua.Variant(ns, ua.VariantType.String))
+        self.created = []
+        for t in self.tags:
+            await self._add(server, ns, t)
+        await self.resume()
+
+    def _remember(self) -> None:
+        assert self.server is not None
+        for key, nodeid in self.nodes.items():
+            try:
+                self.values[key] = self._engineering(key, self.server.read_attribute_value(nodeid).Value.Value)
+            except Exception:
+                pass
 
     async def _security(self, server: Server) -> None:
         self.cert_dir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +236,7 @@ class _Endpoint:
             nodeid = ua.NodeId(".".join(e.name for e in ref.elements[1:]), idx)
             bname = ua.QualifiedName(last.name, idx)
         node = await parent.add_variable(nodeid, bname, var)
+        self.created.append(node.nodeid)
         if tag.dims:
             await node.write_value_rank(1)
             await node.write_array_dimensions([len(value)])
@@ -211,6 +260,7 @@ class _Endpoint:
                 node = await node.get_child(qn)
             except ua.UaError:
                 node = await node.add_object(ua.NodeId(".".join(x.name for x in path.elements[1:i + 1]), idx), qn)
+                self.created.append(node.nodeid)
         return node
 
     @staticmethod
@@ -243,11 +293,7 @@ class _Endpoint:
         """Remember the values, stop listening."""
         if self.server is None:
             return
-        for key, nodeid in self.nodes.items():
-            try:
-                self.values[key] = self._engineering(key, self.server.read_attribute_value(nodeid).Value.Value)
-            except Exception:
-                pass
+        self._remember()
         server, self.server = self.server, None
         await server.stop()
 
@@ -323,17 +369,23 @@ class OpcUaEmulator(Emulator):
         if fault not in self.faults:
             await super().inject(device, fault, arg)
         ep = self._by_device[device]
+        # stop/start and namespace-restart keep the asyncua Server and its standard address space: building
+        # that takes a second of CPU, which would stall every other emulator of `edged simulate`
         if fault == "stop":
-            await ep.stop()
+            await ep.pause()
         elif fault == "start":
             if ep.server is None:
                 await ep.start()
+            else:
+                await ep.resume()
         elif fault == "namespace-restart":
-            await ep.stop()
             self._shifts += 1
             ep.namespace_order = [f"urn:edged:emulator:shift{i}" for i in range(self._shifts)] + [
                 u for u in ep.namespace_order if not u.startswith("urn:edged:emulator:shift")]
-            await ep.start()
+            if ep.server is None:
+                await ep.start()
+            else:
+                await ep.renumber()
         elif fault == "stop-publishing":
             self._silence(ep)
 
@@ -355,9 +407,11 @@ class OpcUaEmulator(Emulator):
         for ep in self.endpoints:
             self._silence(ep)
 
-    def server(self, device: str) -> Server | None:
-        """The asyncua Server of a device (None while stopped)."""
-        return self._by_device[device].server
+    async def call(self, device: str, fn: Callable[[Server], Awaitable[Any]]) -> Any:
+        """``await fn(server)`` with the asyncua Server of a device (for tests that change the server directly)."""
+        server = self._by_device[device].server
+        assert server is not None
+        return await fn(server)
 
     def server_cert(self, device: str) -> Path | None:
         """The DER certificate file of the server of a device (None without security)."""
