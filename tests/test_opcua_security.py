@@ -75,10 +75,11 @@ def test_read_with_sign_and_encrypt_refuses_an_untrusted_server_until_trusted(tm
 
 
 @pytest.mark.asyncio
-async def test_aes256_sha256_rsapss_only_server(tmp_path: Path, client_pki: Path) -> None:
+@pytest.mark.parametrize("policy, mode", [("Aes256_Sha256_RsaPss", "SignAndEncrypt"), ("Aes128_Sha256_RsaOaep", "Sign")])
+async def test_a_server_with_only_one_policy_and_mode(tmp_path: Path, client_pki: Path, policy: str, mode: str) -> None:
     _copy_pki(client_pki, tmp_path / "pki")
     port = free_port()
-    keys = ('security_policy = "Aes256_Sha256_RsaPss"\nsecurity_mode = "SignAndEncrypt"\npki = "pki"\n'
+    keys = (f'security_policy = "{policy}"\nsecurity_mode = "{mode}"\npki = "pki"\n'
             'application_uri = "urn:test:edged"\nauto_trust_first = true\nmode = "poll"')
     cell = load(tmp_path, cell_text(port, keys=keys))
     emu = OpcUaEmulator([cell.devices["robot"].driver], cert_dir=tmp_path / "server")
@@ -87,9 +88,8 @@ async def test_aes256_sha256_rsapss_only_server(tmp_path: Path, client_pki: Path
         set_all(emu, cell)
         await asyncio.sleep(0.1)
         # a client asking for another policy is told what the server offers
-        other = load(tmp_path, cell_text(port, keys=keys.replace("Aes256_Sha256_RsaPss", "Basic256Sha256")), "b.toml")
-        with pytest.raises(DeviceUnavailable, match="offers no endpoint with Basic256Sha256/SignAndEncrypt.*"
-                                                    "Aes256_Sha256_RsaPss/SignAndEncrypt"):
+        other = load(tmp_path, cell_text(port, keys=keys.replace(policy, "Basic256Sha256")), "b.toml")
+        with pytest.raises(DeviceUnavailable, match=f"offers no endpoint with Basic256Sha256/{mode}.*{policy}/{mode}"):
             await other.devices["robot"].driver.connect()
         plain = load(tmp_path, cell_text(port), "none.toml")
         with pytest.raises(DeviceUnavailable):
@@ -105,7 +105,7 @@ async def test_aes256_sha256_rsapss_only_server(tmp_path: Path, client_pki: Path
             await drv.close()
         assert {n: r.value for n, r in got.items()} == VALUES
         assert all(r.quality == Quality.GOOD for r in got.values())
-        assert drv.status()["security"] == "Aes256_Sha256_RsaPss/SignAndEncrypt"
+        assert drv.status()["security"] == f"{policy}/{mode}"
         trusted = list((tmp_path / "pki" / "trusted" / "certs").iterdir())
         assert len(trusted) == 1 and trusted[0].read_bytes() == emu.server_cert("robot").read_bytes()
     finally:
