@@ -53,7 +53,9 @@ async def test_polling_reads_every_type_and_learns_types_units_dims(served) -> N
     assert drv.tag_info["joints"] == drv.tag_info["joints"].__class__(DataType.FLOAT64, (3,), "deg", "OPC UA Double")
     assert drv.tag_info["temp"].dtype is DataType.FLOAT32 and drv.tag_info["temp"].unit == "degC"
     assert drv.tag_info["program"].dtype is DataType.STRING  # reached by browse path
-    assert drv.status()["server_state"] == "Running"
+    status = drv.status()
+    assert status["server_state"] == "Running" and status["gauges"]["service_level"] == 255
+    assert status["gauges"]["server_running"] == 1 and status["info"]["product"]  # edged_device_fact / _info
 
 
 async def test_type_learned_at_connect_and_a_mismatch_is_reported(served, caplog) -> None:

@@ -38,6 +38,12 @@ _LIMIT_IDS = {
     "translate": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerTranslateBrowsePathsToNodeIds,
     "monitored": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
 }
+_BUILD_INFO = {
+    "product": ua.ObjectIds.Server_ServerStatus_BuildInfo_ProductName,
+    "manufacturer": ua.ObjectIds.Server_ServerStatus_BuildInfo_ManufacturerName,
+    "software_version": ua.ObjectIds.Server_ServerStatus_BuildInfo_SoftwareVersion,
+    "product_uri": ua.ObjectIds.Server_ServerStatus_BuildInfo_ProductUri,
+}
 _GONE = {ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNodeIdInvalid}
 _SUB_GONE = {ua.StatusCodes.BadTimeout, ua.StatusCodes.BadSubscriptionIdInvalid, ua.StatusCodes.BadNoSubscription}
 
@@ -194,6 +200,7 @@ class OpcUaDriver(Driver):
         self._logged: dict[str, str] = {}  # tag key -> last problem logged (log once per state change)
         self.server_state = "Unknown"
         self.service_level: int | None = None
+        self.build_info: dict[str, str] = {}  # the server's BuildInfo (product, manufacturer, version)
         self._handle = 1000
 
     # -- load time ----------------------------------------------------------
@@ -321,7 +328,8 @@ class OpcUaDriver(Driver):
     async def _learn(self) -> None:
         """Namespaces, operation limits, server state, then every tag's node, type, dims, unit and access."""
         srv = [ua.NodeId(ua.ObjectIds.Server_NamespaceArray), ua.NodeId(ua.ObjectIds.Server_ServiceLevel),
-               ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)] + [ua.NodeId(i) for i in _LIMIT_IDS.values()]
+               ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)] + [ua.NodeId(i) for i in _LIMIT_IDS.values()] + [
+            ua.NodeId(i) for i in _BUILD_INFO.values()]
         self._limits = {}
         res = await self._read_nodes(srv, ua.AttributeIds.Value)
         ns = res[0].Value.Value if res[0].Value is not None else None
@@ -330,10 +338,15 @@ class OpcUaDriver(Driver):
             raise ua.UaError("the server's NamespaceArray is not a list of strings")
         self._namespaces = ns
         self._take_status(res[1], res[2])
-        for (name, _), dv in zip(_LIMIT_IDS.items(), res[3:]):
+        for (name, _), dv in zip(_LIMIT_IDS.items(), res[3:3 + len(_LIMIT_IDS)]):
             v = dv.Value.Value if dv.Value is not None else None
             if isinstance(v, int) and not isinstance(v, bool) and v > 0:
                 self._limits[name] = v
+        self.build_info = {}
+        for name, dv in zip(_BUILD_INFO, res[3 + len(_LIMIT_IDS):]):
+            v = dv.Value.Value if dv.Value is not None and dv.StatusCode.is_good() else None
+            if isinstance(v, str) and v:
+                self.build_info[name] = v[:200]
         if self.settings.max_nodes_per_read:
             self._limits["read"] = min(self._limits.get("read") or 10**9, self.settings.max_nodes_per_read)
         self._resolved = {t.key: Resolved() for t in self.tags}
@@ -1016,8 +1029,23 @@ class OpcUaDriver(Driver):
                 self.stats.unit_state[key] = "down"
 
     def status(self) -> dict[str, Any]:
-        """Endpoint, security, server state and service level, namespaces, limits and subscriptions."""
+        """Endpoint, security, server state and service level, namespaces, limits and subscriptions.
+
+        ``gauges`` become ``edged_device_fact`` metrics (service_level 0-255, server_running 1/0,
+        subscriptions, subscription_recreations, unresolved_tags); ``info`` (the server's BuildInfo) becomes
+        ``edged_device_info``.
+        """
+        unresolved = {t.name: self._resolved[t.key].problem for t in self.tags
+                      if t.key in self._resolved and self._resolved[t.key].problem}
+        gauges: dict[str, float] = {"server_running": 1 if self.server_state == "Running" else 0,
+                                    "subscriptions": len(self._subs),
+                                    "subscription_recreations": sum(s.recreations for s in self._subs.values()),
+                                    "unresolved_tags": len(unresolved)}
+        if self.service_level is not None:
+            gauges["service_level"] = self.service_level
         return {
+            "gauges": gauges,
+            "info": dict(self.build_info),
             "endpoint": self.conn.endpoint,
             "security": f"{self.conn.security_policy}/{self.conn.security_mode}",
             "server_state": self.server_state,
@@ -1026,8 +1054,7 @@ class OpcUaDriver(Driver):
             "operation_limits": dict(self._limits),
             "subscriptions": {s.group: {"id": s.sub_id, "monitored": len(s.items), "failed": len(s.failed),
                                         "recreated": s.recreations} for s in self._subs.values()},
-            "unresolved": {t.name: self._resolved[t.key].problem for t in self.tags
-                           if t.key in self._resolved and self._resolved[t.key].problem},
+            "unresolved": unresolved,
         }
 
 
