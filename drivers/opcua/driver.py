@@ -1031,7 +1031,7 @@ class OpcUaDriver(Driver):
     def status(self) -> dict[str, Any]:
         """Endpoint, security, server state and service level, namespaces, limits and subscriptions.
 
-        ``gauges`` become ``edged_device_fact`` metrics (service_level 0-255, server_running 1/0,
+        ``gauges`` become ``edged_device_fact{device,name}`` metrics (service_level 0-255, server_running 1/0,
         subscriptions, subscription_recreations, unresolved_tags); ``info`` (the server's BuildInfo) becomes
         ``edged_device_info``.
         """
