@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/forward.py
 	$(PY) bench/sparkplug.py
 	$(PY) bench/s7_poll.py
+	$(PY) bench/opcua.py
 
 # Install as a service: a venv in $(DESTDIR)/opt/edged, /usr/local/bin/edged, the unit, /etc/edged/cell.toml
 # (from the example, only when absent). `make uninstall` keeps /etc/edged and the spool. See docs/operations.md.

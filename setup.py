@@ -20,8 +20,9 @@ INSTALL_REQUIRES = [
     "paho-mqtt==2.2.0",
     "protobuf==7.36.2",
     "tomli-w==1.2.0",  # writes the cell copy of `edged simulate --rewrite` (tomllib only reads)
+    "cryptography==48.0.0",  # OPC UA certificates and the PKI folder (drivers/opcua/security.py)
 ]
-TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-asyncio==1.5.0", "cryptography==48.0.0"]
+TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-asyncio==1.5.0"]
 
 
 def extensions() -> list:

@@ -43,6 +43,12 @@ class DemoAnimation:
         self._set("conveyor1.running", running)
         self._set("conveyor1.speed", 18.0 + 0.5 * math.sin(t) if running else 0.0)
         self._set("conveyor1.part_count", self.cycles)
+        # OPC UA robot controller (arm1)
+        self._set("arm1.axis1", round(90.0 * math.sin(t / 4.0), 3) if running else 0.0)
+        self._set("arm1.axis2", round(45.0 + 30.0 * math.cos(t / 4.0), 3) if running else 45.0)
+        self._set("arm1.axis3", round(20.0 * math.sin(t / 2.0), 3) if running else 0.0)
+        self._set("arm1.program_state", "RUNNING" if running else "IDLE")
+        self._set("arm1.cycle_counter", self.cycles)
 
     async def run(self, period_s: float = 0.1) -> None:
         """Step until cancelled."""
