@@ -14,6 +14,7 @@ from edged import sdnotify
 from edged.cell import Cell
 from edged.change import ChangeFilter
 from edged.device import DeviceRunner, DeviceState
+from edged.echo import echo, message, token
 from edged.errors import DeviceUnavailable, ReadFailed, WriteRefused
 from edged.metrics import RuntimeCollector, poll_histogram, serve
 from edged.sinks.base import SinkContext, WriteResult
@@ -97,7 +98,7 @@ class Runtime:
         """Validate and write a value to a tag through its driver; refusals are counted and explained."""
         tag = self.cell.tags.get(key)
         if tag is None:
-            return self._refuse("unknown_tag", key, f"{key}: no such tag", source)
+            return self._refuse("unknown_tag", key, f"{echo(key)}: no such tag", source)
         try:
             checked = check_write(tag, value)
         except WriteRefused as exc:
@@ -110,12 +111,12 @@ class Runtime:
         try:
             await runner.driver.write(tag, checked)
         except (DeviceUnavailable, ReadFailed, OSError, asyncio.TimeoutError) as exc:
-            log.warning("write %s = %r from %s failed: %s", key, checked, source, exc)
-            return WriteResult(False, key, checked, old, f"{key}: write failed: {exc}")
+            log.warning("write %s = %s from %s failed: %s", key, echo(checked), token(source), message(str(exc)))
+            return WriteResult(False, key, checked, old, f"{key}: write failed: {message(str(exc))}")
         # Writes from people and upstream systems are audited; a control task's outputs (a PID may write
         # every cycle) are counted in edged_control_writes_total and logged only at debug level.
-        log.log(logging.DEBUG if source == "control" else logging.INFO, "audit: write %s from %s: %r -> %r", key,
-                source, old, checked)
+        log.log(logging.DEBUG if source == "control" else logging.INFO, "audit: write %s from %s: %s -> %s", key,
+                token(source), echo(old), echo(checked))
         return WriteResult(True, key, checked, old)
 
     async def write_tag(self, tag: Any, value: Any) -> None:
@@ -126,7 +127,7 @@ class Runtime:
 
     def _refuse(self, reason: str, key: str, message: str, source: str) -> WriteResult:
         self.stats.writes_refused[reason] = self.stats.writes_refused.get(reason, 0) + 1
-        log.warning("audit: write refused (%s) from %s: %s", reason, source, message)
+        log.warning("audit: write refused (%s) from %s: %s", reason, token(source), message)
         return WriteResult(False, key, error=message)
 
     # -- lifecycle ------------------------------------------------------------------------------

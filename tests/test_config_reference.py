@@ -131,6 +131,7 @@ birth_wait_s = 2
 commands = true
 command_rate_per_s = 2
 command_burst = 4
+max_command_bytes = 8192
 
 [sink.backup]
 type = "sparkplug"
@@ -184,6 +185,7 @@ command_topic = "plant1/{cell}/cmd/{device}/{tag}"
 response_topic = "plant1/{cell}/cmd_result/{device}/{tag}"
 command_rate_per_s = 1
 command_burst = 2
+max_command_bytes = 2048
 """),
     "control_everything": ({"sim"}, set(), """
 [cell]
