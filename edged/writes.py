@@ -28,6 +28,11 @@ def coerce_value(tag: Tag, value: Any) -> Any:
     if dt is DataType.STRING:
         if not isinstance(value, str):
             raise WriteRefused(f"{tag.key}: expected a string, got {echo(value)}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, e.g. JSON "\udddd": no device or response can carry it
+            raise WriteRefused(f"{tag.key}: expected Unicode text, got a string with a lone surrogate: "
+                               f"{echo(value)}") from None
         limit = string_limit(tag)
         if len(value) > limit:
             raise WriteRefused(f"{tag.key}: expected a string of at most {limit} characters, "

@@ -417,7 +417,8 @@ class MqttSink(Sink):
     async def _respond(self, client: aiomqtt.Client, device: str, tag: str, answer: dict[str, Any]) -> None:
         topic = self.spec.response_topic.format(cell=self.cell, device=device, tag=tag)
         try:
-            await client.publish(topic, _encoder.encode(answer).encode(), qos=1, timeout=PUBLISH_TIMEOUT_S)
+            payload = _encoder.encode(answer).encode("utf-8", "replace")  # never fails on a stray surrogate
+            await client.publish(topic, payload, qos=1, timeout=PUBLISH_TIMEOUT_S)
         except aiomqtt.MqttError as exc:
             log.warning("sink %s: could not send the command response on %s: %s", self.name, echo(topic), exc)
 
@@ -502,9 +503,18 @@ def parse_command(payload: Any, max_bytes: int = MAX_COMMAND_BYTES) -> Request |
     raw_id = body.get("id", "")
     if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
         return Refusal("bad_request", f'{REQUEST_SHAPE}: expected "id" to be a string, found {echo(raw_id, 40)}')
-    request_id = raw_id[:MAX_REQUEST_ID] if isinstance(raw_id, str) else \
+    request_id = _utf8(raw_id[:MAX_REQUEST_ID]) if isinstance(raw_id, str) else \
         str(raw_id) if -10**MAX_REQUEST_ID < raw_id < 10**MAX_REQUEST_ID else "(integer too long)"
     return Request(body["value"], request_id)
+
+
+def _utf8(text: str) -> str:
+    """Text that encodes as UTF-8: a lone surrogate (JSON allows ``"\\udddd"``) becomes ``?``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def match_topic(template: str, cell: str, topic: str) -> tuple[str, str] | None:
