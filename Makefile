@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test sysdeps venv bench clean
+.PHONY: demo test sysdeps venv bench fuzz clean
 
 demo: $(STAMP)
 	$(VENV)/bin/edged demo
@@ -40,6 +40,12 @@ bench: $(STAMP)
 	$(PY) bench/cycle_jitter.py
 	$(PY) bench/forward.py
 	$(PY) bench/sparkplug.py
+
+# Every fuzz/fuzz_*.py target for FUZZ_RUNS inputs each (coverage-guided with atheris; crashes are saved
+# under fuzz/crashes/). Not part of `make test`, which runs a short seeded slice of each target.
+FUZZ_RUNS ?= 1000000
+fuzz: $(STAMP)
+	nice $(PY) fuzz/harness.py --runs $(FUZZ_RUNS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf build $(VENV) cext/*.c cext/*.so *.egg-info

@@ -20,7 +20,10 @@ INSTALL_REQUIRES = [
     "paho-mqtt==2.2.0",
     "protobuf==7.36.2",
 ]
-TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-asyncio==1.5.0", "cryptography==48.0.0"]
+# atheris: the coverage-guided engine of `make fuzz` (fuzz/harness.py); exact pin like the others; 3.0.0 installs
+# from a CPython 3.11 manylinux wheel (no compiler or libFuzzer build needed).
+TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-asyncio==1.5.0", "cryptography==48.0.0",
+                 "atheris==3.0.0"]
 
 
 def extensions() -> list:

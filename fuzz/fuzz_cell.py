@@ -1,6 +1,8 @@
 """Fuzz target: cell file text through load_cell (TOML parse, then every table's checks); only ConfigError may come out."""
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -23,6 +25,12 @@ SEEDS += [
 _fd, _name = tempfile.mkstemp(prefix="fuzz-cell-", suffix=".toml")
 os.close(_fd)
 CELL = Path(_name)  # one scratch file per process, rewritten for every input
+
+
+@atexit.register
+def _remove() -> None:
+    with contextlib.suppress(OSError):
+        CELL.unlink()
 
 
 def TARGET(data: bytes) -> None:  # noqa: N802 - the harness convention

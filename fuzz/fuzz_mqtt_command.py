@@ -70,11 +70,7 @@ class _Lines(logging.Handler):
 
 
 LINES = _Lines()
-for _name in ("edged.audit", "edged.commands"):
-    _log = logging.getLogger(_name)
-    _log.addHandler(LINES)
-    _log.setLevel(logging.INFO)
-    _log.propagate = False
+LOGGERS = [logging.getLogger(name) for name in ("edged.audit", "edged.commands")]
 LOOP = asyncio.new_event_loop()
 GATE = CommandGate(SinkContext(cell_name="c", tags=TAGS, write=_write, registry=CollectorRegistry()), "up",
                    rate_per_s=1e9, burst=1_000_000)
@@ -83,6 +79,21 @@ GATE = CommandGate(SinkContext(cell_name="c", tags=TAGS, write=_write, registry=
 def TARGET(data: bytes) -> None:  # noqa: N802 - the harness convention
     """Parse one payload and serve it to a tag picked by its first byte; check the answer and the log lines."""
     LINES.lines.clear()
+    saved = [(lg.level, lg.propagate) for lg in LOGGERS]
+    for lg in LOGGERS:  # only for this input: a test run in the same process keeps its own logging
+        lg.addHandler(LINES)
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+    try:
+        _serve(data)
+    finally:
+        for lg, (level, propagate) in zip(LOGGERS, saved):
+            lg.removeHandler(LINES)
+            lg.setLevel(level)
+            lg.propagate = propagate
+
+
+def _serve(data: bytes) -> None:
     request = parse_command(data, MAX_BYTES)
     key = KEYS[data[0] % len(KEYS)] if data else KEYS[0]
     if isinstance(request, Refusal):

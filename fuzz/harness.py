@@ -96,7 +96,7 @@ def load(path: Path) -> ModuleType:
 
 def signature(exc: BaseException) -> str:
     """What makes two crashes the same: exception type and the innermost frame inside the repository."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
     root = str(FUZZ_DIR.parent)
     inner = [f for f in frames if f.filename.startswith(root)] or frames
     where = f"{Path(inner[-1].filename).name}:{inner[-1].lineno}" if inner else "?"
