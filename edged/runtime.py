@@ -169,8 +169,11 @@ class Runtime:
                  len(cell.tags), len(self.sinks), f", metrics on {self.metrics_url}" if self.metrics_url else "")
 
     async def stop(self) -> None:
-        """Stop scans (no new data), then control (its last writes still reach open drivers), then close the
-        drivers, give sinks a moment to forward, and close the spool: it keeps what sinks did not ack."""
+        """Stop scans, then control, then drivers and sinks, then the spool (it keeps what sinks did not ack).
+
+        Scans stop first (no new data); control next (its last writes still reach open drivers); then the
+        drivers close and the sinks get a moment to forward.
+        """
         await _cancel_all(self._tasks, "device")
         if self.control is not None:
             await self.control.stop()
