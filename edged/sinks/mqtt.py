@@ -484,7 +484,7 @@ def parse_command(payload: Any, max_bytes: int = MAX_COMMAND_BYTES) -> Request |
     """
     if payload is None:
         payload = b""
-    data = payload.encode() if isinstance(payload, str) else bytes(payload) \
+    data = payload.encode("utf-8", "replace") if isinstance(payload, str) else bytes(payload) \
         if isinstance(payload, (bytes, bytearray, memoryview)) else None
     if data is None:
         return Refusal("bad_request", f"{REQUEST_SHAPE}, found a {type(payload).__name__} payload")
