@@ -51,14 +51,22 @@ class RefusalLimiter:
     def __init__(self, rate_per_s: float, burst: int) -> None:
         self.bucket = TokenBucket(rate_per_s, max(1, burst))
         self.suppressed = 0  # since the last refusal that was let through
+        self.flooding = False  # refusals were suppressed and no refusal since came at a calm rate
 
-    def allow(self) -> tuple[bool, int]:
-        """(True, suppressed since the last one) when this refusal may be logged and answered, else (False, 0)."""
+    def allow(self) -> tuple[bool, int, bool]:
+        """(loud, suppressed since the last loud one, a flood starts with this refusal).
+
+        ``loud``: this refusal may be logged and answered. A flood starts at the first suppressed
+        refusal after a calm spell (a refusal let through with none suppressed before it ends a flood).
+        """
         if self.bucket.take():
             n, self.suppressed = self.suppressed, 0
-            return True, n
+            if n == 0:
+                self.flooding = False
+            return True, n, False
         self.suppressed += 1
-        return False, 0
+        started, self.flooding = not self.flooding, True
+        return False, 0, started
 
 
 class CommandGate:
@@ -111,10 +119,10 @@ class CommandGate:
         The result is ``quiet`` when the refusal was suppressed: the sink then sends no answer either.
         """
         self._metrics.commands.labels(self.sink_name, "refused", reason).inc()
-        loud, suppressed = self.refusals.allow()
+        loud, suppressed, flood = self.refusals.allow()
         if not loud:
             self._metrics.refusals_suppressed.labels(self.sink_name).inc()
-            if self.refusals.suppressed == 1:
+            if flood:
                 log.warning("sink %s: refused commands arrive faster than %g/s (burst %d): further refusals are "
                             "counted in edged_command_refusals_suppressed_total, not logged or answered",
                             self.sink_name, self.rate_per_s, self.burst)
