@@ -344,7 +344,7 @@ def collect_with_defaults(files: Iterable[str | Path]) -> tuple[KeyIndex, Defaul
             path = Path(file)
             try:
                 data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
                 issues.append(ConfigIssue(str(file), "(file)", f"cannot load: {exc}"))
                 continue
             issues.extend(rec.load(data, str(file), base_dir=path.resolve().parent))
