@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "aiomqtt==2.5.1",
     "paho-mqtt==2.2.0",
     "protobuf==7.36.2",
+    "tomli-w==1.2.0",  # writes the cell copy of `edged simulate --rewrite` (tomllib only reads)
 ]
 # atheris: the coverage-guided engine of `make fuzz` (fuzz/harness.py); exact pin like the others; 3.0.0 installs
 # from a CPython 3.11 manylinux wheel (no compiler or libFuzzer build needed).
@@ -56,14 +57,20 @@ def packages() -> tuple[list[str], dict[str, str]]:
     return pkgs, roots
 
 
-def drivers_entry_points() -> list[str]:
-    """One entry point per drivers/<name>/ that defines DRIVER_CLASS in its __init__.py."""
+def drivers_entry_points(key: str = "DRIVER_CLASS") -> list[str]:
+    """One entry point per drivers/<name>/ whose __init__.py has a ``KEY = "..."`` line.
+
+    ``DRIVER_CLASS = "Name"`` names a class of the package; ``EMULATOR_CLASS = "module:Name"`` names a class
+    of one of its modules (so the production driver never imports its emulator).
+    """
     eps = []
     for init in sorted((HERE / "drivers").glob("*/__init__.py")):
+        pkg = f"edged.drivers.{init.parent.name}"
         for line in init.read_text().splitlines():
-            if line.startswith("DRIVER_CLASS = "):
-                cls = line.split("=", 1)[1].strip().strip("\"'")
-                eps.append(f"{init.parent.name} = edged.drivers.{init.parent.name}:{cls}")
+            if line.startswith(f"{key} = "):
+                target = line.split("=", 1)[1].strip().strip("\"'")
+                mod, _, cls = target.rpartition(":")
+                eps.append(f"{init.parent.name} = {pkg}{'.' + mod if mod else ''}:{cls}")
     return eps
 
 
@@ -87,6 +94,7 @@ setup(
     entry_points={
         "console_scripts": ["edged = edged.cli:main"],
         "edged.drivers": drivers_entry_points(),
+        "edged.emulators": drivers_entry_points("EMULATOR_CLASS"),
     },
     zip_safe=False,
 )

@@ -14,6 +14,8 @@ Run: ``.venv/bin/python bench/modbus_poll.py [--tags 1000 --devices 4 --groups 2
 """
 from __future__ import annotations
 
+from edged.driver import emulator_for
+
 import argparse
 import asyncio
 import logging
@@ -90,7 +92,7 @@ async def serve(cell_path: str) -> None:
 
     cell = load_cell(cell_path)
     drivers = [d.driver for d in cell.devices.values()]
-    emu = type(drivers[0]).emulator(drivers)
+    emu = emulator_for(drivers)
     rng = random.Random(1)
     for tag in cell.tags.values():
         emu.set_value(tag, rng.random() < 0.5 if tag.dtype.value == "bool" else rng.randrange(0, 1000))

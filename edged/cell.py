@@ -61,10 +61,7 @@ class Cell:
     control: Any = None
     log_level: str = "info"
     heartbeat_s: float = 0.0
-
-    def tag(self, key: str) -> Tag | None:
-        """A tag by its ``device.tag`` name."""
-        return self.tags.get(key)
+    simulate: dict[str, Any] = field(default_factory=dict)  # tag key -> value generator for `edged simulate`
 
 
 def load_cell(path: str | os.PathLike[str]) -> Cell:
@@ -151,11 +148,14 @@ def parse_cell(data: dict[str, Any], file: str, base_dir: Path | None = None) ->
     spool = parse_spool(root.section("spool"))
     sinks = parse_sinks(root.sections("sink"), tags)
     control = parse_control(root.sections("task"), tags)
+    from edged.simulation.generators import parse_simulate
+
+    simulate = parse_simulate(root.sections("simulate"), tags, base_dir)
     root.finish()
     issues.raise_if_any()
     return Cell(name=name, file=file, state_dir=state_dir, metrics=metrics, scans=scans, devices=devices,
                 tags=tags, spool=spool, sinks=sinks, control=control, log_level=log_level,
-                heartbeat_s=heartbeat_s if heartbeat_s is not None else 60.0)
+                heartbeat_s=heartbeat_s if heartbeat_s is not None else 60.0, simulate=simulate)
 
 
 def _parse_metrics(sec: Section | None) -> MetricsSpec:
@@ -216,29 +216,38 @@ def _parse_devices(root: Section, scans: dict[str, ScanSpec],
             else:
                 cls = load_driver(kind)
         dev_tags: list[Tag] = []
-        for tname, tsec in dsec.sections("tag").items():
+        tag_secs = dsec.sections("tag")
+        for tname, tsec in tag_secs.items():
             tag = _parse_tag(dname, tname, tsec, cls, scans, slot)
             if tag is not None:
                 dev_tags.append(tag)
                 tags[tag.key] = tag
                 slot += 1
-        if not dev_tags and cls is not None and not dsec.has("tag"):
+        if not tag_secs and cls is not None:
             dsec.error("tag", "expected at least one tag table (device.<name>.tag.<tag>)")
         if cls is None:
             dsec.finish(also_known=dsec.keys())
             continue
-        before = len(root.issues.items)
+        spec.intervals = {t.scan: scans[t.scan].interval_s for t in dev_tags}
         try:
             driver = cls.from_config(spec, dsec, dev_tags)
         except ConfigError as exc:  # drivers may raise instead of recording
             root.issues.items.extend(exc.issues)
             driver = None
         dsec.finish()
-        if driver is not None and len(root.issues.items) == before:
+        if driver is not None:
             devices[dname] = Device(spec, driver, dev_tags)
-        elif driver is not None:
-            devices[dname] = Device(spec, driver, dev_tags)
+    _validate_per_kind(devices, root)
     return devices, tags
+
+
+def _validate_per_kind(devices: dict[str, Device], root: Section) -> None:
+    """Give each driver kind its cell-level check across its devices (e.g. one serial port, one baud rate)."""
+    by_kind: dict[type[Driver], list[Driver]] = {}
+    for dev in devices.values():
+        by_kind.setdefault(type(dev.driver), []).append(dev.driver)
+    for cls, drivers in by_kind.items():
+        cls.validate_cell(drivers, lambda path, message: root.issues.add(path, message))
 
 
 def _parse_tag(dname: str, tname: str, sec: Section, cls: type[Driver] | None,
@@ -284,16 +293,18 @@ def _parse_tag(dname: str, tname: str, sec: Section, cls: type[Driver] | None,
     sec.finish()
     if parsed is None:
         return None
-    addr, dtype = parsed
-    if export and dtype is DataType.STRING:
-        sec.error("export_metric", "expected a numeric or bool tag for a Prometheus gauge, found type 'string'")
-    if (vmin is not None or vmax is not None) and not dtype.is_numeric:
+    addr, dtype = parsed[0], parsed[1]
+    dims: tuple[int, ...] = tuple(parsed[2]) if len(parsed) > 2 else ()
+    if export and (dims or not (dtype.is_numeric or dtype in (DataType.BOOL, DataType.ANY))):
+        what = "an array" if dims else f"type {dtype.value!r}"
+        sec.error("export_metric", f"expected a numeric or bool tag for a Prometheus gauge, found {what}")
+    if (vmin is not None or vmax is not None) and not (dtype.is_numeric or dtype is DataType.ANY):
         sec.error("min" if vmin is not None else "max", f"expected min/max only on numeric tags, found type {dtype.value!r}")
-    if deadband and not dtype.is_numeric:
+    if deadband and not (dtype.is_numeric or dtype is DataType.ANY):
         sec.error("deadband", f"expected a deadband only on numeric tags, found type {dtype.value!r}")
     return Tag(
         device=dname, name=tname, address=str(sec.data.get("address", "")), dtype=dtype, scan=group, addr=addr,
         access=Access(access_name or "read"), scale=scale if scale not in (None, 0.0) else 1.0,
         offset=offset or 0.0, unit=unit or "", description=description or "", deadband=deadband or 0.0,
-        export_metric=bool(export), min=vmin, max=vmax, slot=slot,
+        export_metric=bool(export), min=vmin, max=vmax, slot=slot, dims=dims,
     )

@@ -12,7 +12,7 @@ from prometheus_client import Histogram
 
 from edged.backoff import backoff_delay
 from edged.cell import Device, ScanSpec
-from edged.driver import Driver
+from edged.driver import PushSink
 from edged.errors import DeviceUnavailable, ReadFailed
 from edged.scan import ScanGroup, phase_for
 from edged.tag import Quality, Reading, Tag
@@ -30,6 +30,7 @@ class DeviceState(enum.Enum):
 
 
 CLOSE_TIMEOUT_S = 5.0  # a driver's close() that takes longer is abandoned (logged)
+PUSH_GROUPS = "(pushed)"  # the entry of _group_bad that stands for bad pushed values
 STALE_SCANS = 3  # a group whose last poll is older than this many intervals (and 1 s) has stale values
 
 
@@ -54,12 +55,15 @@ class DeviceRunner:
         for t in device.tags:
             self._tags_by_group.setdefault(t.scan, []).append(t)
         self.groups: list[ScanGroup] = []
+        self.pushed: list[str] = self.driver.pushed_groups()
+        self.push_sink: PushSink | None = None
         for g in self.driver.polled_groups():
             spec = scans[g]
             idx, count = (group_index or {}).get((self.name, g), (0, 1))
             phase = spec.phase_s if spec.phase_s is not None else phase_for(idx, count, spec.interval_s)
             self.groups.append(ScanGroup(self.name, g, spec.interval_s, phase, self._poller(g)))
         self._group_bad: set[str] = set()
+        self._push_bad: set[str] = set()  # keys of pushed tags whose last value was bad
         self._current = current if current is not None else {}
         self._stale: set[str] = set()
         self._polled_ok = False  # a poll of the current connection returned (the link really works)
@@ -140,12 +144,14 @@ class DeviceRunner:
                 attempt += 1
                 continue
             self.connects += 1  # the driver counts stats.reconnects itself (it also sees CLI connects)
-            self._polled_ok = not self.groups  # a connection only counts as healthy after a good poll
+            self._polled_ok = not self.groups and not self.pushed  # healthy only after a good poll or push
             self._group_bad.clear()
+            self._push_bad.clear()
             self._set_state(DeviceState.UP, "connected")
             tasks = [asyncio.create_task(g.run(), name=f"scan:{self.name}:{g.name}") for g in self.groups]
-            tasks.append(asyncio.create_task(self._push(), name=f"push:{self.name}"))
-            if self.groups:
+            if self.pushed:
+                tasks.append(asyncio.create_task(self._push(), name=f"push:{self.name}"))
+            if self.groups or self.pushed:
                 tasks.append(asyncio.create_task(self._stale_watch(), name=f"stale:{self.name}"))
             lost = asyncio.create_task(self._lost.wait())
             try:
@@ -171,51 +177,80 @@ class DeviceRunner:
             attempt += 1
 
     async def _stale_watch(self) -> None:
-        """Mark a group's good values uncertain (stale) when its polls stop completing in time.
+        """Mark a group's good values uncertain (stale) when its polls stop completing in time, or a
+        pushed group stays silent (no value, no keep-alive) longer than the driver's ``stale_after_s``.
 
-        This happens when a device or a shared RTU line is too slow for the configured rates: the
-        values are the last ones read, but no longer current.
+        This happens when a device or a shared line is too slow for the configured rates, or a
+        subscription stopped publishing: the values are the last ones received, but no longer current.
         """
         loop = asyncio.get_running_loop()
-        period = max(0.2, min(g.interval_s for g in self.groups))
+        intervals = [g.interval_s for g in self.groups] + [self.driver.spec.intervals.get(g, 1.0) for g in self.pushed]
+        period = max(0.2, min(intervals))
         started = loop.time()
         self._stale.clear()  # values of the previous connection were marked bad when it was lost
+        limits = {g.name: max(STALE_SCANS * g.interval_s, 1.0) for g in self.groups}
+        limits.update({g: self.driver.stale_after_s(g) for g in self.pushed})
         while True:
             await asyncio.sleep(period)
             now = loop.time()
-            for g in self.groups:
-                limit = max(STALE_SCANS * g.interval_s, 1.0)
+            last = {g.name: g.last_done for g in self.groups}
+            if self.push_sink is not None:
+                last.update({g: self.push_sink.seen.get(g, 0.0) for g in self.pushed})
+            for name, limit in limits.items():
                 # a poll completed before this connection says nothing about it (after a reconnect
                 # the group's first poll may still be ahead)
-                age = now - max(g.last_done, started)
-                if age > limit and g.name not in self._stale:
-                    self._stale.add(g.name)
-                    log.warning("device %s: scan %s has not completed for %.1f s: values are stale", self.name,
-                                g.name, age)
-                    ts = time.time_ns()
-                    readings = []
-                    for t in self._tags_by_group.get(g.name, []):
-                        value, quality, _ = self._current.get(t.key, (None, int(Quality.BAD), 0))
-                        if quality == Quality.GOOD:
-                            readings.append(Reading(t, value, Quality.UNCERTAIN, ts))
-                    self.deliver(readings)
-                elif age <= limit and g.name in self._stale:
-                    self._stale.discard(g.name)
+                age = now - max(last.get(name, 0.0), started)
+                if age > limit and name not in self._stale:
+                    self._stale.add(name)
+                    what = "has not completed" if name not in self.pushed else "has delivered nothing"
+                    log.warning("device %s: scan %s %s for %.1f s: values are stale", self.name, name, what, age)
+                    self._mark_stale(name)
+                elif age <= limit and name in self._stale:
+                    self._stale.discard(name)
+
+    def _mark_stale(self, group: str) -> None:
+        """Deliver the group's good current values again as uncertain."""
+        ts = time.time_ns()
+        readings = []
+        for t in self._tags_by_group.get(group, []):
+            value, quality, _ = self._current.get(t.key, (None, int(Quality.BAD), 0))
+            if quality == Quality.GOOD:
+                readings.append(Reading(t, value, Quality.UNCERTAIN, ts))
+        self.deliver(readings)
 
     async def _push(self) -> None:
+        """Run the driver's push stream; its end or a DeviceUnavailable is a lost connection."""
+        loop = asyncio.get_running_loop()
+        self.push_sink = PushSink(self._pushed, loop.time)
         try:
-            await self.driver.run_push(self.deliver)
+            await self.driver.run_push(self.push_sink)
         except DeviceUnavailable as exc:
             self.last_error = str(exc)
             self._lost.set()
             return
-        if type(self.driver).run_push is not Driver.run_push:
-            # a push driver's stream ended without an error (e.g. the server closed the subscription):
-            # nothing would arrive any more, so treat it as a loss and reconnect
-            self.last_error = "the push stream ended"
-            self._lost.set()
-            return
-        await asyncio.Event().wait()  # polled drivers: nothing to push; keep the task alive
+        # the stream ended without an error (e.g. the server closed the subscription): nothing would
+        # arrive any more, so treat it as a loss and reconnect
+        self.last_error = "the push stream ended"
+        self._lost.set()
+
+    def _pushed(self, readings: list[Reading]) -> None:
+        """Pushed readings: the link works; any pushed tag whose last value is bad makes the device degraded."""
+        if readings:
+            self._polled_ok = True
+            bad = self._push_bad
+            for r in readings:
+                if r.quality is Quality.BAD:
+                    bad.add(r.tag.key)
+                else:
+                    bad.discard(r.tag.key)
+            if bad:
+                self._group_bad.add(PUSH_GROUPS)
+                self._set_state(DeviceState.DEGRADED, "some pushed values are bad")
+            else:
+                self._group_bad.discard(PUSH_GROUPS)
+                if not self._group_bad and self.state is DeviceState.DEGRADED:
+                    self._set_state(DeviceState.UP, "all values good again")
+        self.deliver(readings)
 
     async def _close_quietly(self) -> None:
         try:

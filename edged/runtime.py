@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +14,7 @@ from edged.cell import Cell
 from edged.change import ChangeFilter
 from edged.device import DeviceRunner, DeviceState
 from edged.echo import echo, message, token
-from edged.errors import DeviceUnavailable, ReadFailed, WriteRefused
+from edged.errors import DeviceUnavailable, ReadFailed, WriteFailed, WriteRefused
 from edged.metrics import RuntimeCollector, poll_histogram, serve
 from edged.sinks.base import SinkContext, WriteResult
 from edged.tag import Reading, Sample
@@ -110,7 +109,7 @@ class Runtime:
         old = self.current.get(key, (None, 0, 0))[0]
         try:
             await runner.driver.write(tag, checked)
-        except (DeviceUnavailable, ReadFailed, OSError, asyncio.TimeoutError) as exc:
+        except (DeviceUnavailable, WriteFailed, ReadFailed, OSError, asyncio.TimeoutError) as exc:
             log.warning("write %s = %s from %s failed: %s", key, echo(checked), token(source), message(str(exc)))
             return WriteResult(False, key, checked, old, f"{key}: write failed: {message(str(exc))}")
         # Writes from people and upstream systems are audited; a control task's outputs (a PID may write
@@ -312,7 +311,3 @@ def _group_index(cell: Cell) -> dict[tuple[str, str], tuple[int, int]]:
             out[m] = (i, len(members))
     return out
 
-
-def now_ns() -> int:
-    """Wall-clock time in ns (source timestamps)."""
-    return time.time_ns()

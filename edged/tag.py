@@ -21,6 +21,9 @@ class DataType(enum.Enum):
     FLOAT32 = "float32"
     FLOAT64 = "float64"
     STRING = "string"
+    DATETIME = "datetime"  # an instant or a calendar date/time: an RFC 3339 string (UTC with "Z" when known)
+    STRUCT = "struct"  # a structured record: a dict of field name -> value (JSON object upstream)
+    ANY = "any"  # learned from the device at connect (OPC UA Variant); values keep their own Python type
 
     @property
     def is_integer(self) -> bool:
@@ -50,7 +53,7 @@ class DataType(enum.Enum):
 
     @property
     def bits(self) -> int:
-        """Width in bits (0 for strings, 1 for bool)."""
+        """Width in bits (0 for strings, records and learned types, 1 for bool)."""
         return _BITS[self]
 
 
@@ -67,7 +70,8 @@ _INT_LIMITS = {
 _BITS = {
     DataType.BOOL: 1, DataType.INT8: 8, DataType.UINT8: 8, DataType.INT16: 16, DataType.UINT16: 16,
     DataType.INT32: 32, DataType.UINT32: 32, DataType.INT64: 64, DataType.UINT64: 64,
-    DataType.FLOAT32: 32, DataType.FLOAT64: 64, DataType.STRING: 0,
+    DataType.FLOAT32: 32, DataType.FLOAT64: 64, DataType.STRING: 0, DataType.DATETIME: 64,
+    DataType.STRUCT: 0, DataType.ANY: 0,
 }
 DATA_TYPE_NAMES = [t.value for t in DataType]
 
@@ -112,6 +116,7 @@ class Tag:
     min: float | None = None
     max: float | None = None
     slot: int = -1
+    dims: tuple[int, ...] = ()  # array dimensions; values of an array tag are flat lists, row-major
     key: str = field(init=False, compare=False, repr=False)  # the cell-wide name ``device.tag``
 
     def __post_init__(self) -> None:
@@ -127,10 +132,17 @@ class Tag:
         """True when scale or offset change the raw value."""
         return self.scale != 1.0 or self.offset != 0.0
 
+    @property
+    def is_array(self) -> bool:
+        """True when the tag carries an array (values are lists)."""
+        return bool(self.dims)
+
     def to_engineering(self, raw: Any) -> Any:
-        """Apply scale and offset to a raw numeric value."""
+        """Apply scale and offset to a raw numeric value (element-wise for arrays)."""
         if not self.scaled or isinstance(raw, (str, bool)) or raw is None:
             return raw
+        if isinstance(raw, list):
+            return [x * self.scale + self.offset for x in raw]
         return raw * self.scale + self.offset
 
     def to_raw(self, value: Any) -> Any:

@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 from daemon_support import free_port
+from edged.driver import emulator_for
 from edged.cell import parse_cell
 from edged.runtime import Runtime
 from edged.tag import Quality
@@ -121,7 +122,7 @@ async def test_interlock_and_counter_write_back_to_modbus(tmp_path: Path) -> Non
     cell = parse_cell(tomllib.loads(CELL.format(state=tmp_path / "state", port=free_port())), "cell.toml")
     tags = cell.tags
     drv = cell.devices["press1"].driver
-    emu = type(drv).emulator([drv])
+    emu = emulator_for([drv])
     await emu.start()
     emu.set_value(tags["press1.part_sensor"], False)
     emu.set_value(tags["press1.guard_closed"], True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edged.driver import emulator_for
 from edged.commands.demo import demo_toml
 
 
@@ -66,7 +67,7 @@ type = "float32"
 """)
     cell = load_cell(cell_file)
     drv = cell.devices["p"].driver
-    emu = type(drv).emulator([drv])
+    emu = emulator_for([drv])
     await emu.start()
     try:
         emu.set_value(cell.tags["p.temp"], float("nan"))

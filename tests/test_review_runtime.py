@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from daemon_support import free_port, until
+from edged.driver import emulator_for
 from edged.cell import parse_cell
 from edged.device import DeviceState
 from edged.errors import WriteRefused
@@ -62,7 +63,7 @@ async def test_no_stale_warning_after_a_reconnect(tmp_path: Path, caplog: pytest
     caplog.set_level(logging.INFO, logger="edged")
     cell = parse_cell(tomllib.loads(MODBUS_CELL.format(state=tmp_path / "s", port=free_port())), "cell.toml")
     drv = cell.devices["plc"].driver
-    emu = type(drv).emulator([drv])
+    emu = emulator_for([drv])
     await emu.start()
     rt = Runtime(cell, serve_metrics=False)
     runner = rt.runners["plc"]
@@ -91,7 +92,7 @@ async def test_write_that_overflows_after_scaling_is_refused_not_raised(tmp_path
     with pytest.raises(WriteRefused, match="outside the range of int16"):
         check_write(tag, 1e306)  # 1e306 / 0.001 is infinite: round() would raise OverflowError
     drv = cell.devices["plc"].driver
-    emu = type(drv).emulator([drv])
+    emu = emulator_for([drv])
     await emu.start()
     rt = Runtime(cell, serve_metrics=False)
     await rt.start()
@@ -227,7 +228,7 @@ async def test_write_while_the_device_is_down_is_refused_counted_and_audited(tmp
     caplog.set_level(logging.INFO, logger="edged")
     cell = parse_cell(tomllib.loads(MODBUS_CELL.format(state=tmp_path / "s", port=free_port())), "cell.toml")
     drv = cell.devices["plc"].driver
-    emu = type(drv).emulator([drv])
+    emu = emulator_for([drv])
     await emu.start()
     rt = Runtime(cell, serve_metrics=False)
     runner = rt.runners["plc"]
@@ -250,25 +251,3 @@ async def test_write_while_the_device_is_down_is_refused_counted_and_audited(tmp
         await rt.stop()
         await emu.stop()
 
-
-async def test_a_push_stream_that_ends_is_a_loss_and_the_runner_reconnects(tmp_path: Path,
-                                                                          caplog: pytest.LogCaptureFixture) -> None:
-    """No push driver ships yet, so the sim driver gets a run_push that delivers once and returns (as a server
-    closing its subscription would): the runner must reconnect, not sit 'up' while nothing arrives."""
-    cell = parse_cell(tomllib.loads(SIM_CELL.format(state=tmp_path / "s")), "cell.toml")
-    drv = cell.devices["s"].driver
-    pushes: list[int] = []
-
-    class PushOnce(type(drv)):  # type: ignore[misc]
-        async def run_push(self, deliver) -> None:
-            pushes.append(1)
-
-    drv.__class__ = PushOnce
-    rt = Runtime(cell, serve_metrics=False)
-    runner = rt.runners["s"]
-    await rt.start()
-    try:
-        await until(lambda: len(pushes) >= 3 and runner.connects >= 3)
-    finally:
-        await rt.stop()
-    assert "the push stream ended" in caplog.text

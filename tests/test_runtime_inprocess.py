@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 from daemon_support import free_port, until
+from edged.driver import emulator_for
 from edged.cell import parse_cell
 from edged.runtime import Runtime
 from edged.tag import Quality
@@ -47,7 +48,7 @@ def make_cell(tmp_path: Path):
 async def test_values_go_uncertain_when_polls_stop_completing_and_recover(tmp_path: Path) -> None:
     cell = make_cell(tmp_path)
     drv = cell.devices["slow"].driver
-    emu = type(drv).emulator([drv])
+    emu = emulator_for([drv])
     await emu.start()
     emu.set_value(cell.tags["slow.level"], 42)
     rt = Runtime(cell, serve_metrics=False)
@@ -67,7 +68,7 @@ async def test_values_go_uncertain_when_polls_stop_completing_and_recover(tmp_pa
 async def test_runtime_write_checks_then_writes_through_the_driver(tmp_path: Path) -> None:
     cell = make_cell(tmp_path)
     drv = cell.devices["slow"].driver
-    emu = type(drv).emulator([drv])
+    emu = emulator_for([drv])
     await emu.start()
     rt = Runtime(cell, serve_metrics=False)
     await rt.start()

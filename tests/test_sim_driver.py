@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from edged.driver import emulator_for
 from edged.cell import load_cell
 from edged.errors import ConfigError
 from edged.tag import DataType
@@ -115,7 +116,7 @@ async def test_signals_scale_and_writes_are_kept(tmp_path: Path) -> None:
     await drv.write(cell.tags["sim1.sp"], 12.5)
     values = {r.tag.name: r.value for r in await drv.read("default")}
     assert values["sp"] == 12.5
-    emu = type(drv).emulator([drv])
+    emu = emulator_for([drv])
     await emu.start()
     assert emu.get_value(cell.tags["sim1.sp"]) == 12.5
     emu.set_value(cell.tags["sim1.t"], 99.0)

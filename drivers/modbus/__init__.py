@@ -2,5 +2,6 @@
 from edged.drivers.modbus.driver import ModbusDriver
 
 DRIVER_CLASS = "ModbusDriver"
+EMULATOR_CLASS = "emulator:ModbusEmulator"
 
 __all__ = ["ModbusDriver", "DRIVER_CLASS"]

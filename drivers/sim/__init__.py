@@ -2,5 +2,6 @@
 from edged.drivers.sim.driver import SimDriver
 
 DRIVER_CLASS = "SimDriver"
+EMULATOR_CLASS = "driver:SimEmulator"
 
 __all__ = ["SimDriver", "DRIVER_CLASS"]

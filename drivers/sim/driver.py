@@ -1,12 +1,13 @@
-"""SimDriver: a device without I/O whose tags are generated signals; writes to writable tags are kept."""
+"""SimDriver: a device without I/O whose tags are generated signals; polled, or pushed like a subscription."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import zlib
 from typing import Any
 
-from edged.driver import DeviceSpec, Driver, Emulator
+from edged.driver import DeviceSpec, Driver, Emulator, GroupMode, PushSink
 from edged.schema import Section
 from edged.tag import DataType, Quality, Reading, Tag
 
@@ -16,13 +17,17 @@ log = logging.getLogger("edged.drivers.sim")
 
 
 class SimDriver(Driver):
-    """Generates tag values on every read (see drivers/sim/README.md); connect always succeeds."""
+    """Generates tag values on every read, or pushes changes every scan interval (see drivers/sim/README.md)."""
 
     kind = "sim"
+    capabilities = frozenset({"poll", "push", "write", "read_once"})
 
-    def __init__(self, spec: DeviceSpec, tags: list[Tag], seed: int = 0) -> None:
+    def __init__(self, spec: DeviceSpec, tags: list[Tag], seed: int = 0, mode: str = "poll") -> None:
         super().__init__(spec, tags)
         self.seed = seed
+        self.mode = GroupMode(mode)
+        self.paused = False  # push mode: deliver nothing, not even keep-alives (a subscription that stopped)
+        self.end_stream = False  # push mode: end the stream at the next interval (a server closing it)
         self.written: dict[str, Any] = {}
         self.last: dict[str, Any] = {}
         self.connected = False
@@ -53,7 +58,12 @@ class SimDriver(Driver):
     def from_config(cls, spec: DeviceSpec, section: Section, tags: list[Tag]) -> "SimDriver":
         """Read the device keys (``seed`` for random signals); no I/O."""
         seed = section.get_int("seed", 0, min=0, max=2**63 - 1)
-        return cls(spec, tags, seed or 0)
+        mode = section.get_str("mode", "poll", choices=["poll", "push"]) or "poll"
+        return cls(spec, tags, seed or 0, mode)
+
+    def group_modes(self) -> dict[str, GroupMode]:
+        """Every group polled, or every group pushed (``mode = "push"``)."""
+        return {g: self.mode for g in sorted(self._groups)}
 
     def plan(self) -> dict[str, list[str]]:
         """One line per tag: its signal."""
@@ -89,6 +99,28 @@ class SimDriver(Driver):
         self.stats.values += len(out)
         return out
 
+    async def run_push(self, sink: PushSink) -> None:
+        """Push mode: every scan interval, deliver the values that changed, or a keep-alive when none did."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(self._push_group(g, sink, loop) for g in self._groups))
+
+    async def _push_group(self, group: str, sink: PushSink, loop: asyncio.AbstractEventLoop) -> None:
+        interval = self.spec.intervals.get(group, 1.0)
+        sent: dict[str, Any] = {}
+        deadline = loop.time()
+        while not self.end_stream:
+            deadline += interval
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            if self.paused:
+                continue
+            changed = [r for r in await self.read(group) if sent.get(r.tag.key, _UNSET) != r.value]
+            for r in changed:
+                sent[r.tag.key] = r.value
+            if changed:
+                sink.deliver(changed)
+            else:
+                sink.alive(group)
+
     async def write(self, tag: Tag, value: Any) -> None:
         """Keep the value: later reads return it."""
         self.written[tag.key] = value
@@ -99,17 +131,17 @@ class SimDriver(Driver):
         """Nothing to close."""
         self.connected = False
 
-    @classmethod
-    def emulator(cls, drivers: list[Driver]) -> Emulator:
-        """An emulator that holds values: set_value() overrides a tag, get_value() reads the last value."""
-        return SimEmulator([d for d in drivers if isinstance(d, SimDriver)])
+
+
+_UNSET = object()
 
 
 class SimEmulator(Emulator):
     """No sockets: sim devices are their own emulation. Values set here override the generated ones."""
 
-    def __init__(self, drivers: list[SimDriver]) -> None:
-        self.drivers = {d.spec.name: d for d in drivers}
+    def __init__(self, drivers: list[Driver]) -> None:
+        super().__init__(drivers)
+        self.devices = {d.spec.name: d for d in drivers if isinstance(d, SimDriver)}
 
     async def start(self) -> None:
         """Nothing to serve."""
@@ -119,10 +151,10 @@ class SimEmulator(Emulator):
 
     def set_value(self, tag: Tag, value: Any) -> None:
         """Make the device report this value for the tag from now on."""
-        d = self.drivers[tag.device]
+        d = self.devices[tag.device]
         d.written[tag.key] = value
         d.last[tag.key] = value
 
     def get_value(self, tag: Tag) -> Any:
         """The value last reported or written for the tag (None before the first read)."""
-        return self.drivers[tag.device].last.get(tag.key)
+        return self.devices[tag.device].last.get(tag.key)

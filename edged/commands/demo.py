@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edged.driver import emulator_for
 from edged.cell import Cell, parse_cell
 from edged.demo.animate import DemoAnimation
 from edged.runtime import Runtime
@@ -81,7 +82,7 @@ async def run_demo(cell: Cell, seconds: float) -> None:
     rt = Runtime(cell)
     try:
         for kind, devs in by_kind.items():
-            emu = type(devs[0].driver).emulator([d.driver for d in devs])
+            emu = emulator_for([d.driver for d in devs])
             await emu.start()
             started.append(emu)
             for d in devs:

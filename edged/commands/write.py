@@ -7,7 +7,7 @@ import json
 import sys
 
 from edged.cell import load_cell
-from edged.errors import DeviceUnavailable, ReadFailed, WriteRefused
+from edged.errors import DeviceUnavailable, ReadFailed, WriteFailed, WriteRefused
 from edged.writes import check_write
 
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(go())
-    except (DeviceUnavailable, ReadFailed, OSError) as exc:
+    except (DeviceUnavailable, WriteFailed, ReadFailed, OSError) as exc:
         print(f"edged: write {tag.key} failed: {exc}", file=sys.stderr)
         return 1
     print(f"{tag.key} = {checked!r}")
