@@ -92,6 +92,10 @@ class RuntimeCollector(Collector):
         yield from (up, state, tags, req, vals, errs, tmo, rec, wr, ovr, scans, unit_up, gauges)
         yield from _merge_infos(infos)
 
+        tasks = GaugeMetricFamily("edged_asyncio_tasks", "asyncio tasks alive (counted every 5 s): flat in a healthy "
+                                                         "daemon.")
+        tasks.add_metric([], rt.stats.tasks)
+        yield tasks
         emitted = CounterMetricFamily("edged_samples_emitted", "Samples that passed report-by-exception into the "
                                                                 "spool.")
         emitted.add_metric([], rt.stats.samples)

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import struct
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 from pymodbus.exceptions import ModbusException
 
 from edged.cext import codec, mbap
-from edged.driver import DeviceSpec, Driver
+from edged.driver import DeviceSpec, Driver, GroupMode
 from edged.errors import DeviceUnavailable, ReadFailed, WriteFailed
 from edged.schema import Section, describe
 from edged.tag import DataType, Quality, Reading, Tag
@@ -210,9 +211,29 @@ class ModbusDriver(Driver):
         """Per scan group, one line per request: ``unit 1 hr 100..109 (10 regs): oil_temp, pressure``."""
         return {group: [r.describe() for r in reqs] for group, reqs in self.requests.items()}
 
-    def polled_groups(self) -> list[str]:
-        """Every scan group that has at least one request."""
-        return sorted(self.requests)
+    def group_modes(self) -> dict[str, GroupMode]:
+        """Every scan group that has at least one request is polled."""
+        return {g: GroupMode.POLL for g in sorted(self.requests)}
+
+    @classmethod
+    def validate_cell(cls, drivers: list[Driver], report: Callable[[str, str], None]) -> None:
+        """Devices sharing an RTU serial port must agree on its settings (one line, one baud rate)."""
+        first: dict[str, tuple[str, SerialSettings]] = {}
+        for d in drivers:
+            if not isinstance(d, ModbusDriver) or d.settings.serial is None:
+                continue
+            ser = d.settings.serial
+            key = os.path.normpath(ser.port)  # no I/O at load: another name of the port is caught at connect
+            if key not in first:
+                first[key] = (d.spec.name, ser)
+                continue
+            name, other = first[key]
+            if replace(other, port=ser.port) != ser:
+                bad = [k for k in ("baudrate", "parity", "bytesize", "stopbits") if getattr(ser, k) != getattr(other, k)]
+                for k in bad:
+                    report(f"device.{d.spec.name}.{k}",
+                           f"expected the same {k} as device {name} on serial port {ser.port} "
+                           f"({getattr(other, k)!r}: devices on one line share its settings), found {getattr(ser, k)!r}")
 
     # -- connection ---------------------------------------------------------------------
     async def connect(self) -> None:
