@@ -1,4 +1,4 @@
-"""Fuzz target: cell file text through load_cell (TOML parse, then every table's checks); only ConfigError may come out."""
+"""Fuzz target: cell file text through load_cell (TOML, then every table's checks); only ConfigError may come out."""
 from __future__ import annotations
 
 import atexit

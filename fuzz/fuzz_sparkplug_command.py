@@ -1,4 +1,4 @@
-"""Fuzz target: an NCMD/DCMD payload through EdgeNode.parse_command and the write checks, as the Sparkplug sink serves it.
+"""Fuzz target: an NCMD/DCMD payload through EdgeNode.parse_command and check_write, as the Sparkplug sink does.
 
 Decoding never raises (malformed input is one refusal); a write's value must pass or fail check_write
 with WriteRefused only; every refusal's reason must be short and on one line.
