@@ -1,5 +1,6 @@
 """Issue 8 for the Sparkplug sink, against real mosquitto: an NCMD/DCMD over max_command_bytes is refused
-undecoded, a flood of refused commands gives few log lines (the rest counted), and the session survives."""
+undecoded, a flood of refused commands gives few log lines (the rest counted), and the session survives;
+a STATE message nested too deeply is ignored."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +12,8 @@ import pytest
 from mosquitto_support import Broker, Collector, mosquitto  # noqa: F401
 from test_sparkplug_sink import Harness, of, until, until_true
 from test_sparkplug_wire import INT16, STRING, encode_command
+
+from edged.sinks.sparkplug import parse_state
 
 DCMD = "spBv1.0/plant/DCMD/cell1/press1"
 
@@ -49,3 +52,10 @@ async def test_oversized_and_flooding_commands(tmp_path: Path, mosquitto: Broker
             client.loop_stop()
             client.disconnect()
             await h.stop()
+
+
+@pytest.mark.parametrize("payload", [b"[" * 100_000, b"[" * 3000, b'{"online": true, "x": "' + b"a" * 5000 + b'"}'])
+def test_a_state_message_nested_too_deeply_or_too_large_is_ignored(payload: bytes) -> None:
+    """Anyone may publish on a STATE topic: deep JSON gives None (was a RecursionError ending the session)."""
+    assert parse_state(payload) is None
+    assert parse_state(b'{"online": true, "timestamp": 5}') == (True, 5)

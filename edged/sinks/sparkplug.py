@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_S = 1.0
 HEALTH_INTERVAL_S = 10.0
 COMMAND_QUEUE_MAX = 1000
+# The largest primary host STATE payload read (a real one is {"online": true, "timestamp": ...}).
+MAX_STATE_BYTES = 4096
 # The default bound of an NCMD/DCMD payload, in bytes, checked before it is decoded (``max_command_bytes``).
 MAX_COMMAND_BYTES = 65536
 
@@ -164,6 +166,7 @@ class SparkplugSink(Sink):
         self._rebirth = False
         self._host_online = spec.primary_host is None
         self._host_ts = -1
+        self._bad_state_logged = False  # one warning per run of bad STATE messages
         self._host_changed = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._born = False
@@ -413,9 +416,13 @@ class SparkplugSink(Sink):
     def _on_state(self, topic: str, payload: bytes) -> None:
         parsed = parse_state(payload)
         if parsed is None:
-            log.warning("sink %s: ignoring a STATE message on %s that is neither JSON {\"online\": ...} nor "
-                        "ONLINE/OFFLINE: %r", self.name, topic, payload[:100])
+            if not self._bad_state_logged:
+                self._bad_state_logged = True
+                log.warning("sink %s: ignoring a STATE message on %s that is neither JSON {\"online\": ...} nor "
+                            "ONLINE/OFFLINE: %s (further ones are ignored silently until a good one)", self.name,
+                            echo(topic), echo(payload[:100]))
             return
+        self._bad_state_logged = False
         online, ts = parsed
         if ts is not None:
             if ts < self._host_ts:
@@ -454,12 +461,14 @@ class SparkplugSink(Sink):
 
 def parse_state(payload: bytes) -> tuple[bool, int | None] | None:
     """A primary host STATE payload: Sparkplug 3.0 JSON or legacy ONLINE/OFFLINE -> (online, timestamp)."""
+    if len(payload) > MAX_STATE_BYTES:  # a STATE is a few dozen bytes; anyone may publish on its topic
+        return None
     text = payload.decode("utf-8", errors="replace").strip()
     if text in ("ONLINE", "OFFLINE"):
         return text == "ONLINE", None
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser recurses
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("online"), bool):
         return None
