@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/cycle_jitter.py
 	$(PY) bench/forward.py
 	$(PY) bench/sparkplug.py
+	$(PY) bench/s7_poll.py
 
 # Every fuzz/fuzz_*.py target for FUZZ_RUNS inputs each (coverage-guided with atheris; crashes are saved
 # under fuzz/crashes/). Not part of `make test`, which runs a short seeded slice of each target.

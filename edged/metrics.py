@@ -55,7 +55,7 @@ class RuntimeCollector(Collector):
         unit_up = GaugeMetricFamily("edged_device_unit_up", "1 when a part of a device that fails on its own (a unit "
                                                             "behind a gateway, a subscription) answers.",
                                     labels=["device", "unit"])
-        gauges = GaugeMetricFamily("edged_device_gauge", "Driver facts about a device (negotiated PDU size, server "
+        gauges = GaugeMetricFamily("edged_device_fact", "Driver facts about a device (negotiated PDU size, server "
                                                          "service level, ...), by name.", labels=["device", "name"])
         infos: list[InfoMetricFamily] = []
         for name, runner in rt.runners.items():

@@ -167,7 +167,7 @@ class Runtime:
         elif cell.control is not None:
             from edged.control import ControlPlane
 
-            self.control = ControlPlane(cell.control, cell.tags, self.registry)
+            self.control = ControlPlane(cell.control, cell.tags, self.registry, state_dir=cell.state_dir)
             self.control.start(asyncio.get_running_loop(), self.append, self.write_tag)
         for name, runner in self.runners.items():
             self._tasks.append(asyncio.create_task(_supervise(runner.run, f"device {name}"), name=f"device:{name}"))
@@ -182,14 +182,14 @@ class Runtime:
             await asyncio.sleep(every_s)
 
     async def stop(self) -> None:
-        """Stop scans, then control, then drivers and sinks, then the spool (it keeps what sinks did not ack).
+        """Stop control, then scans, then drivers and sinks, then the spool (it keeps what sinks did not ack).
 
-        Scans stop first (no new data); control next (its last writes still reach open drivers); then the
-        drivers close and the sinks get a moment to forward.
+        Control stops first (its safe values are written while the devices are still connected and
+        scanned), then scans (no new data); then the drivers close and the sinks get a moment to forward.
         """
-        await _cancel_all(self._tasks, "device")
         if self.control is not None:
             await self.control.stop()
+        await _cancel_all(self._tasks, "device")
         await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
         self._flush()
         await self._drain(self.drain_s)

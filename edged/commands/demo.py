@@ -56,12 +56,13 @@ def free_port(preferred: int = 0) -> int:
     raise OSError("no free port")
 
 
-def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | None) -> str:
+def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | None, s7_port: int = 0) -> str:
     """The demo cell TOML with its placeholders filled in."""
     text = resources.files("edged.demo").joinpath("cell.toml").read_text()
     # json.dumps gives a valid TOML basic string for any path (quotes and backslashes escaped)
     text = (text.replace('"{state_dir}"', json.dumps(str(state_dir))).replace("{metrics_port}", str(metrics_port))
             .replace("{modbus_port}", str(modbus_port)))
+    text = text.replace("{s7_port}", str(s7_port or free_port()))  # S7 PLC (conveyor1)
     control = resources.files("edged.demo").joinpath("control.toml")
     if control.is_file():
         text += "\n" + control.read_text()
