@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test sysdeps venv bench fuzz clean
+.PHONY: demo test sysdeps venv bench fuzz clean install uninstall
 
 demo: $(STAMP)
 	$(VENV)/bin/edged demo
@@ -47,6 +47,15 @@ bench: $(STAMP)
 FUZZ_RUNS ?= 1000000
 fuzz: $(STAMP)
 	nice $(PY) fuzz/harness.py --runs $(FUZZ_RUNS) $(FUZZ_TARGETS)
+
+# Install as a service: a venv in $(DESTDIR)/opt/edged, /usr/local/bin/edged, the unit, /etc/edged/cell.toml
+# (from the example, only when absent). `make uninstall` keeps /etc/edged and the spool. See docs/operations.md.
+INSTALL_FLAGS ?=
+install:
+	$(PYTHON) -m edged.commands.install --destdir "$(DESTDIR)" --python $(PYTHON) $(INSTALL_FLAGS)
+
+uninstall:
+	$(PYTHON) -m edged.commands.install --destdir "$(DESTDIR)" --uninstall
 
 clean:
 	rm -rf build $(VENV) cext/*.c cext/*.so *.egg-info

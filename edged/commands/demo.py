@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edged.driver import emulator_for
-from edged.cell import Cell, parse_cell
+from edged.cell import Cell, load_cell, parse_cell
 from edged.demo.animate import DemoAnimation
 from edged.runtime import Runtime
 from edged.statelock import StateDirBusy, StateLock
@@ -147,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"edged demo: {exc}", file=sys.stderr)
         return 1
     try:
+        # the demo's cell as a file in its state folder, so `kill -HUP` / `edged reload` apply an edited copy
+        path = cell.state_dir / "demo-cell.toml"
+        path.write_text(text)
+        cell = load_cell(path)
         asyncio.run(run_demo(cell, args.seconds))
     except OSError as exc:  # an unusable state dir, a port taken meanwhile: say it, no traceback
         print(f"edged demo: {exc}", file=sys.stderr)
