@@ -210,7 +210,8 @@ def run_atheris(path: Path, runs: int, seed: int = 0, crash_dir: Path = CRASH_DI
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(path), "--runs", str(runs),
                "--seed", str(seed), "--summary", str(summary), "--crash-dir", str(crash_dir)]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+        env = dict(os.environ, TMPDIR=tmp)  # the child's corpus and scratch files go where this removes them
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env)
         seconds = time.perf_counter() - t0
         report = Report(name, engine="atheris", seconds=seconds)
         done = re.findall(r"^Done (\d+) runs in", proc.stderr, re.M)
