@@ -85,10 +85,16 @@ def test_compare_runs_cyclictest_side_by_side() -> None:
     assert r["verdict"]["answer"] == "yes"
     assert isinstance(r["suggestions"], list) and any("priority = 80" in s for s in r["suggestions"])
     assert r["machine"]["cpus"] == os.cpu_count()
+    # priority 0 was given: a run with priority 80 under load was tried, and judged
+    t = next(t for t in r["trials"] if t["setting"] == "priority = 80")
+    assert t["base_p99_us"] == r["edged"]["load"]["p99_us"] and t["p50_us"] <= t["p99_us"]
+    assert t["effect"] in ("helped", "mixed", "worse", "no clear effect", "refused")
+    assert t["helped"] == (t["effect"] == "helped") and (t["granted"] or t["effect"] == "refused")
 
 
 def test_compare_text_names_the_contenders_and_the_verdict() -> None:
-    res = edged("latency-test", "--compare", "--period-us", "2000", "--seconds", "0.2", "--priority", "0")
+    res = edged("latency-test", "--compare", "--period-us", "2000", "--seconds", "0.2", "--priority", "0",
+                "--no-trials")
     assert res.returncode == 0, res.stderr
     assert "edged, CPU burner" in res.stdout and "verdict: " in res.stdout
     if shutil.which("cyclictest") is None:

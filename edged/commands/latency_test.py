@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "a CPU burner, and give a verdict for --budget-us")
     p.add_argument("--budget-us", type=float, default=None, metavar="US",
                    help="lateness budget of the verdict (default: a tenth of the period)")
+    p.add_argument("--no-trials", action="store_true",
+                   help="with --compare: do not try the settings not given (priority 80, cpu_dma_latency 0) "
+                        "in extra runs")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -237,6 +240,34 @@ def verdict(res: dict[str, Any], budget_us: float, period_us: int) -> dict[str, 
     return {"ok": ok, "answer": word, "text": text, "budget_us": budget_us, "cycles_over_budget": over}
 
 
+def trials(args: argparse.Namespace, budget_us: float, base: dict[str, Any], facts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Try, under load, each setting that was not given and may help here; say whether it helped."""
+    from edged.control.pmqos import CpuLatencyRequest
+
+    cand: list[tuple[str, int, int]] = []   # (setting, priority, cpu_dma_latency)
+    if args.priority == 0:
+        cand.append(("priority = 80", 80, args.cpu_dma_latency))
+    if args.cpu_dma_latency < 0 and any(s["exit_latency_us"] > 0 for s in facts["idle_states"]):
+        cand.append(("cpu_dma_latency_us = 0", args.priority, 0))
+    out = []
+    for setting, prio, dma in cand:
+        req = CpuLatencyRequest()
+        rc = req.acquire(dma) if dma >= 0 else -1
+        try:
+            r = measure(args.period_us, args.seconds, args.blocks, True, prio, args.cpu, args.mlock, budget_us)
+        finally:
+            req.release()
+        granted = (r["priority"]["granted"] or prio == 0) and (dma < 0 or rc == 0)
+        better = r["p99_us"] < 0.9 * base["p99_us"] or r["p50_us"] < 0.9 * base["p50_us"]
+        worse = r["p99_us"] > 1.1 * base["p99_us"] or r["p50_us"] > 1.1 * base["p50_us"]
+        effect = ("refused" if not granted else "mixed" if better and worse else "helped" if better
+                  else "worse" if worse else "no clear effect")
+        out.append({"setting": setting, "granted": granted, "helped": effect == "helped", "effect": effect,
+                    "p50_us": r["p50_us"], "p99_us": r["p99_us"], "max_us": r["max_us"],
+                    "base_p50_us": base["p50_us"], "base_p99_us": base["p99_us"]})
+    return out
+
+
 def compare(args: argparse.Namespace, budget_us: float) -> dict[str, Any]:
     """edged's cycle thread and cyclictest, same settings, each without and with a CPU burner."""
     from edged.control import cyclictest
@@ -258,6 +289,7 @@ def compare(args: argparse.Namespace, budget_us: float) -> dict[str, Any]:
         good = d is not None and "error" not in d and d["p99_us"] > 0
         ratios[f"p99_over_cyclictest_{key}"] = a["p99_us"] / d["p99_us"] if good else None  # type: ignore[index]
     facts = machine_facts()
+    tried = [] if args.no_trials else trials(args, budget_us, loaded, facts)
     return {
         "period_us": args.period_us, "seconds": args.seconds, "blocks": args.blocks,
         "settings": {"priority": args.priority, "cpu": args.cpu, "mlock": args.mlock,
@@ -272,6 +304,7 @@ def compare(args: argparse.Namespace, budget_us: float) -> dict[str, Any]:
         "verdict": verdict(loaded, budget_us, args.period_us),
         "machine": facts,
         "suggestions": suggestions(args, loaded, facts),
+        "trials": tried,
         "cyclictest_installed": cyclictest.available() is not None,
     }
 
@@ -299,6 +332,9 @@ def _print_compare(r: dict[str, Any]) -> None:
     for k, v in r["ratios"].items():
         print(f"  {k} = {'n/a' if v is None else f'{v:.2f}'}")
     print(f"verdict: {r['verdict']['text']}")
+    for t in r["trials"]:
+        print(f"tried {t['setting']} under load: {t['effect']} (p50 {t['base_p50_us']:.1f} -> {t['p50_us']:.1f} us, "
+              f"p99 {t['base_p99_us']:.1f} -> {t['p99_us']:.1f} us)")
     if r["suggestions"]:
         print("suggestions:")
         for line in r["suggestions"]:
