@@ -109,7 +109,7 @@ class Checker:
     def __init__(self, name: str, module: ModuleType, crash_dir: Path = CRASH_DIR) -> None:
         self.name = name
         self.target: Callable[[bytes], None] = module.TARGET
-        self.expected: tuple[type[BaseException], ...] = module.EXPECTED
+        self.expected: tuple[type[BaseException], ...] = getattr(module, "EXPECTED", ())
         self.crash_dir = crash_dir
         self.report = Report(name)
 
