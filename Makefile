@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test sysdeps venv bench clean install uninstall
+.PHONY: demo test sysdeps venv bench fuzz clean install uninstall
 
 demo: $(STAMP)
 	$(VENV)/bin/edged demo
@@ -43,6 +43,12 @@ bench: $(STAMP)
 	$(PY) bench/sparkplug.py
 	$(PY) bench/s7_poll.py
 	$(PY) bench/opcua.py
+
+# Every fuzz/fuzz_*.py target for FUZZ_RUNS inputs each (coverage-guided with atheris; crashes are saved
+# under fuzz/crashes/). Not part of `make test`, which runs a short seeded slice of each target.
+FUZZ_RUNS ?= 1000000
+fuzz: $(STAMP)
+	nice $(PY) fuzz/harness.py --runs $(FUZZ_RUNS) $(FUZZ_TARGETS)
 
 # Install as a service: a venv in $(DESTDIR)/opt/edged, /usr/local/bin/edged, the unit, /etc/edged/cell.toml
 # (from the example, only when absent). `make uninstall` keeps /etc/edged and the spool. See docs/operations.md.

@@ -89,6 +89,9 @@ def load_cell(path: str | os.PathLike[str]) -> Cell:
     except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int conversion limit)
         issues.add("(syntax)", f"invalid TOML value: {exc}")
         raise ConfigError(issues.items) from None
+    except RecursionError:  # arrays or inline tables nested hundreds deep: tomllib recurses per level
+        issues.add("(syntax)", "invalid TOML: arrays or inline tables are nested too deeply to read")
+        raise ConfigError(issues.items) from None
     return parse_cell(data, file, base_dir=Path(path).resolve().parent)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Iterable, Sequence
 
+from edged import schema
 from edged.errors import ConfigError, ConfigIssue
 from edged.schema import Section
 
@@ -55,6 +56,20 @@ class TableRef:
 
 
 KeyIndex = dict[TableRef, set[str]]
+# The defaults the code passes for a key (every distinct one seen), ``REQUIRED`` for a required key.
+DefaultIndex = dict[tuple[TableRef, str], list[Any]]
+REQUIRED = schema._REQUIRED  # the sentinel Section getters receive for a required key
+_NOT_READING = object()
+
+
+@dataclass(frozen=True)
+class DocRow:
+    """One key row of the reference: its table, key, the text of its Default column and its line number."""
+
+    ref: TableRef
+    key: str
+    default: str
+    line: int
 
 _HEADING = re.compile(r'^\[(?P<pattern>[^\]\s]+)\]'
                       r'(?:\s+(?P<kind_key>\w+)\s*=\s*(?P<kinds>"[^"]+"(?:\s*(?:,|or)\s*"[^"]+")*))?'
@@ -83,19 +98,122 @@ def parse_heading(text: str) -> list[TableRef]:
 def parse_doc(text: str) -> KeyIndex:
     """Keys documented in the reference: the backticked first column of the table under each table heading."""
     index: KeyIndex = {}
-    current: list[TableRef] = []
+    for ref in doc_tables(text):
+        index.setdefault(ref, set())
+    for row in doc_rows(text):
+        index[row.ref].add(row.key)
+    return index
+
+
+def doc_tables(text: str) -> list[TableRef]:
+    """Every table the reference has a heading for (even one without rows)."""
+    out: list[TableRef] = []
     for line in text.splitlines():
+        if line.startswith("###") and not line.startswith("####"):
+            out += parse_heading(line[3:])
+    return out
+
+
+def doc_rows(text: str) -> list[DocRow]:
+    """Every key row under a table heading, in order (a row under a heading for two types counts for each)."""
+    rows: list[DocRow] = []
+    current: list[TableRef] = []
+    header: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             current = parse_heading(line[level:]) if level == 3 else []
-            for ref in current:
-                index.setdefault(ref, set())
+            header = []
             continue
-        m = _ROW_KEY.match(line.strip()) if current else None
+        if not current:
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.strip().startswith("|") else []
+        if cells and cells[0] == "Key":
+            header = [c.lower() for c in cells]
+            continue
+        m = _ROW_KEY.match(line.strip())
         if m:
-            for ref in current:
-                index[ref].add(m["key"].strip())
-    return index
+            column = header.index("default") if "default" in header else -1
+            default = cells[column] if 0 <= column < len(cells) else ""
+            rows += [DocRow(ref, m["key"].strip(), default, number) for ref in current]
+    return rows
+
+
+def duplicate_rows(rows: Iterable[DocRow]) -> list[str]:
+    """Keys documented twice under the same table heading, with the lines of both rows."""
+    seen: dict[tuple[TableRef, str], DocRow] = {}
+    out = []
+    for row in rows:
+        first = seen.setdefault((row.ref, row.key), row)
+        if first is not row:
+            out.append(f"{row.ref.heading()}: `{row.key}` is listed twice (lines {first.line} and {row.line})")
+    return out
+
+
+def doc_defaults(text: str) -> list[Any] | None:
+    """The values a Default column states: [REQUIRED], its TOML literals in backticks, or None for prose.
+
+    A default that depends on another key lists each value, e.g. "`1883`, or `8883` with TLS".
+    """
+    text = text.strip()
+    if text.lower().startswith("required"):
+        return [REQUIRED]
+    if not text.startswith("`"):
+        return None
+    out = []
+    for literal in re.findall(r"`([^`]*)`", text):
+        try:
+            out.append(tomllib.loads(f"v = {literal}")["v"])
+        except tomllib.TOMLDecodeError:
+            continue  # a key name or other code in the prose
+    return out or None
+
+
+def _same(code: Any, doc: Any) -> bool:
+    if code is REQUIRED or doc is REQUIRED:
+        return code is doc
+    if isinstance(code, bool) or isinstance(doc, bool):
+        return code is doc
+    if isinstance(code, (int, float)) and isinstance(doc, (int, float)):
+        return float(code) == float(doc)
+    return bool(code == doc)
+
+
+def _shown(value: Any) -> str:
+    if value is REQUIRED:
+        return "required"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    return f"`{value:g}`" if isinstance(value, float) else f"`{value}`"
+
+
+def wrong_defaults(code: DefaultIndex, rows: Iterable[DocRow]) -> list[str]:
+    """Rows whose Default differs from the default the code passes when it reads the key.
+
+    Compared only where both sides are definite: the code passed one default (not None, the same
+    on every read) and the doc states "required" or a literal in backticks (prose such as "the
+    cell name" is not checked, nor is a key whose default the code computes).
+    """
+    out = []
+    for row in rows:
+        if row.key == PIN:
+            continue  # pins have the defaults of their block type (checked with the block-type table)
+        seen = [d for d in code.get((row.ref, row.key), []) if d is not None]
+        distinct = {repr(d) if d is not REQUIRED else "<required>" for d in seen}
+        if len(distinct) != 1 or not isinstance(seen[0], (bool, int, float, str)) and seen[0] is not REQUIRED:
+            continue
+        stated = doc_defaults(row.default)
+        if stated is None:
+            if seen[0] is REQUIRED:
+                out.append(f"{row.ref.heading()}: `{row.key}` is required, the reference says {row.default!r} "
+                           f"(line {row.line})")
+            continue
+        if not any(_same(seen[0], d) for d in stated):
+            out.append(f"{row.ref.heading()}: `{row.key}` defaults to {_shown(seen[0])} in the code, the reference "
+                       f"says {row.default!r} (line {row.line})")
+    return out
 
 
 class KeyRecorder:
@@ -103,6 +221,8 @@ class KeyRecorder:
 
     def __init__(self) -> None:
         self.index: KeyIndex = {}
+        self.defaults: DefaultIndex = {}
+        self._pending: Any = _NOT_READING
         self._collections: set[str] = set()
         self._data: dict[str, Any] = {}
         self._saved: tuple[Callable[..., Any] | None, Any] | None = None
@@ -110,19 +230,28 @@ class KeyRecorder:
     def __enter__(self) -> "KeyRecorder":
         recorder = self
         original = Section.sections
-        self._saved = (Section.recorder, original)
+        original_raw = Section.raw
+        self._saved = (Section.recorder, original, original_raw)
 
         def sections(section: Section, key: str) -> dict[str, Section]:
             recorder._collections.add(section.path_of(key))
             return original(section, key)
 
+        def raw(section: Section, key: str, default: Any = REQUIRED) -> Any:
+            recorder._pending = default  # read by _record, which raw calls
+            try:
+                return original_raw(section, key, default)
+            finally:
+                recorder._pending = _NOT_READING
+
         Section.recorder = self._record
         Section.sections = sections  # type: ignore[method-assign]
+        Section.raw = raw  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
         assert self._saved is not None
-        Section.recorder, Section.sections = self._saved  # type: ignore[method-assign]
+        Section.recorder, Section.sections, Section.raw = self._saved  # type: ignore[method-assign]
         self._saved = None
 
     def load(self, data: dict[str, Any], file: str, base_dir: Path | None = None) -> list[ConfigIssue]:
@@ -140,7 +269,12 @@ class KeyRecorder:
     # -- recording ----------------------------------------------------------
     def _record(self, path: str, key: str) -> None:
         ref = self.table_ref(path, sys._getframe(1))
-        self.index.setdefault(ref, set()).add(PIN if ref.pattern in PIN_TABLES else key)
+        name = PIN if ref.pattern in PIN_TABLES else key
+        self.index.setdefault(ref, set()).add(name)
+        if self._pending is not _NOT_READING:
+            seen = self.defaults.setdefault((ref, name), [])
+            if not any(d is self._pending or type(d) is type(self._pending) and d == self._pending for d in seen):
+                seen.append(self._pending)
 
     def _named(self, path: str) -> list[tuple[str, str, str]]:
         """(collection segment, name, concrete path of the named table) for each name in a path."""
@@ -198,17 +332,23 @@ def _lookup(data: dict[str, Any], path: str) -> dict[str, Any]:
 
 def collect(files: Iterable[str | Path]) -> tuple[KeyIndex, list[ConfigIssue]]:
     """Load cell files with recording on: the keys read per table, and any config issues found."""
+    index, _, issues = collect_with_defaults(files)
+    return index, issues
+
+
+def collect_with_defaults(files: Iterable[str | Path]) -> tuple[KeyIndex, DefaultIndex, list[ConfigIssue]]:
+    """Like ``collect``, and also the defaults the code passed for each key it read."""
     issues: list[ConfigIssue] = []
     with KeyRecorder() as rec:
         for file in files:
             path = Path(file)
             try:
                 data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
                 issues.append(ConfigIssue(str(file), "(file)", f"cannot load: {exc}"))
                 continue
             issues.extend(rec.load(data, str(file), base_dir=path.resolve().parent))
-    return rec.index, issues
+    return rec.index, rec.defaults, issues
 
 
 def compare(code: KeyIndex, doc: KeyIndex) -> tuple[list[tuple[TableRef, str]], list[tuple[TableRef, str]]]:
@@ -293,21 +433,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.files:
         p.error("expected at least one cell file (or --blocks)")
-    index, issues = collect(args.files)
+    index, defaults, issues = collect_with_defaults(args.files)
     for issue in issues:
         print(str(issue), file=sys.stderr)
     print(format_index(index))
     if args.doc is None:
         return 2 if issues else 0
-    undocumented, stale = compare(index, parse_doc(Path(args.doc).read_text(encoding="utf-8")))
+    text = Path(args.doc).read_text(encoding="utf-8")
+    undocumented, stale = compare(index, parse_doc(text))
+    rows = doc_rows(text)
+    duplicates, wrong = duplicate_rows(rows), wrong_defaults(defaults, rows)
     for ref, key in undocumented:
         print(f"undocumented: {ref.heading()}: {key}")
     for ref, key in stale:
         print(f"stale (documented, never read): {ref.heading()}: {key}")
+    for line in duplicates:
+        print(f"duplicate: {line}")
+    for line in wrong:
+        print(f"wrong default: {line}")
     if undocumented:
         print("\nRows to fill in and add to the reference:")
         print(skeleton(undocumented))
-    return 2 if issues else 1 if undocumented or stale else 0
+    return 2 if issues else 1 if undocumented or stale or duplicates or wrong else 0
 
 
 if __name__ == "__main__":

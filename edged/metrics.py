@@ -157,8 +157,10 @@ def _merge_infos(infos: list[InfoMetricFamily]) -> Iterator[InfoMetricFamily]:
 
 
 def parse_metrics_security(sec: "Section", spec: "MetricsSpec") -> None:
-    """Read the TLS and basic-auth keys of [metrics] into spec (tls_cert/tls_key, tls_client_ca, username,
-    password_file)."""
+    """Read the TLS and basic-auth keys of [metrics] into spec.
+
+    Keys: tls_cert/tls_key, tls_client_ca, username, password_file.
+    """
     spec.tls_cert = sec.get_str("tls_cert", None)
     spec.tls_key = sec.get_str("tls_key", None)
     spec.tls_client_ca = sec.get_str("tls_client_ca", None)
@@ -193,8 +195,10 @@ def _check_basic_auth(header: str, username: str, password: str) -> bool:
 
 def make_app(registry: CollectorRegistry, status: Callable[[], dict[str, Any]] | None = None,
              auth: tuple[str, str] | None = None) -> Callable:
-    """The WSGI app: /status as JSON (from ``status``), every other path the Prometheus exposition;
-    with ``auth`` (user, password) every request needs HTTP basic auth."""
+    """The WSGI app: /status as JSON (from ``status``), every other path the Prometheus exposition.
+
+    With ``auth`` (user, password) every request needs HTTP basic auth.
+    """
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
@@ -219,8 +223,10 @@ def make_app(registry: CollectorRegistry, status: Callable[[], dict[str, Any]] |
 
 def serve(registry: CollectorRegistry, host: str, port: int, *, spec: "MetricsSpec | None" = None,
           status: Callable[[], dict[str, Any]] | None = None) -> tuple[object, object]:
-    """Start the metrics and status HTTP server in a thread (TLS and basic auth as ``spec`` says);
-    returns (server, thread)."""
+    """Start the metrics and status HTTP server in a thread; returns (server, thread).
+
+    TLS and basic auth as ``spec`` says.
+    """
     class Server(ThreadingWSGIServer):
         """prometheus-client's threading server, with the address family of ``host``."""
 

@@ -13,6 +13,7 @@ from edged import sdnotify
 from edged.cell import Cell
 from edged.change import ChangeFilter
 from edged.device import DeviceRunner, DeviceState
+from edged.echo import echo, message, token
 from edged.errors import DeviceUnavailable, ReadFailed, WriteFailed, WriteRefused
 from edged.metrics import RuntimeCollector, poll_histogram, serve
 from edged.sinks.base import SinkContext, WriteResult
@@ -105,7 +106,7 @@ class Runtime:
         """Validate and write a value to a tag through its driver; refusals are counted and explained."""
         tag = self.cell.tags.get(key)
         if tag is None:
-            return self._refuse("unknown_tag", key, f"{key}: no such tag", source)
+            return self._refuse("unknown_tag", key, f"{echo(key)}: no such tag", source)
         if self.read_only:
             return self._refuse("read_only_mode", key, f"{key}: edged runs read-only (--read-only)", source)
         try:
@@ -122,12 +123,12 @@ class Runtime:
         try:
             await runner.driver.write(tag, checked)
         except (DeviceUnavailable, WriteFailed, ReadFailed, OSError, asyncio.TimeoutError) as exc:
-            log.warning("write %s = %r from %s failed: %s", key, checked, source, exc)
-            return WriteResult(False, key, checked, old, f"{key}: write failed: {exc}")
+            log.warning("write %s = %s from %s failed: %s", key, echo(checked), token(source), message(str(exc)))
+            return WriteResult(False, key, checked, old, f"{key}: write failed: {message(str(exc))}")
         # Writes from people and upstream systems are audited; a control task's outputs (a PID may write
         # every cycle) are counted in edged_control_writes_total and logged only at debug level.
-        log.log(logging.DEBUG if source == "control" else logging.INFO, "audit: write %s from %s: %r -> %r", key,
-                source, old, checked)
+        log.log(logging.DEBUG if source == "control" else logging.INFO, "audit: write %s from %s: %s -> %s", key,
+                token(source), echo(old), echo(checked))
         return WriteResult(True, key, checked, old)
 
     async def write_tag(self, tag: Any, value: Any) -> None:
@@ -138,7 +139,7 @@ class Runtime:
 
     def _refuse(self, reason: str, key: str, message: str, source: str) -> WriteResult:
         self.stats.writes_refused[reason] = self.stats.writes_refused.get(reason, 0) + 1
-        log.warning("audit: write refused (%s) from %s: %s", reason, source, message)
+        log.warning("audit: write refused (%s) from %s: %s", reason, token(source), message)
         return WriteResult(False, key, error=message)
 
     # -- reload: devices added, removed or restarted while the others keep running ------------------
@@ -229,9 +230,11 @@ class Runtime:
             await asyncio.sleep(every_s)
 
     async def stop(self) -> None:
-        """Stop control first (its safe values are written while the devices are still connected and
-        scanned), then scans (no new data), then close the drivers, give sinks a moment to forward, and
-        close the spool: it keeps what sinks did not ack."""
+        """Stop control, then scans, then drivers and sinks, then the spool (it keeps what sinks did not ack).
+
+        Control stops first (its safe values are written while the devices are still connected and
+        scanned), then scans (no new data); then the drivers close and the sinks get a moment to forward.
+        """
         if self.reloader is not None:
             try:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)

@@ -1,5 +1,8 @@
-"""Secrets: read from $CREDENTIALS_DIRECTORY (systemd LoadCredential=) first, else the file or environment
-variable the cell names; warn when the cell file or a key file is readable by other users."""
+"""Secrets: read from $CREDENTIALS_DIRECTORY first, else the file or environment variable the cell names.
+
+$CREDENTIALS_DIRECTORY is systemd's LoadCredential=. A warning says when the cell file or a key file
+is readable by other users.
+"""
 from __future__ import annotations
 
 import logging
@@ -14,8 +17,10 @@ SECRET_KEY_WORDS = ("password", "key", "secret", "token")  # a "*_file" key with
 
 
 def credential_path(path: str) -> Path:
-    """Where a secret file is read from: ``$CREDENTIALS_DIRECTORY/<basename>`` when systemd passed a credential
-    of that name (``LoadCredential=mqtt.pass:/etc/edged/mqtt.pass``), else the path itself."""
+    """Where a secret file is read from: ``$CREDENTIALS_DIRECTORY/<basename>`` if it exists, else the path.
+
+    The first when systemd passed a credential of that name (``LoadCredential=mqtt.pass:/etc/edged/mqtt.pass``).
+    """
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     if creds:
         candidate = Path(creds) / Path(path).name

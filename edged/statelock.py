@@ -33,8 +33,10 @@ class StateLock:
 
     @classmethod
     def acquire(cls, directory: Path) -> "StateLock":
-        """Create the folder if needed and lock it; raises StateDirBusy if another process holds it, OSError
-        if the folder is unusable."""
+        """Create the folder if needed and lock it.
+
+        Raises StateDirBusy if another process holds it, OSError if the folder is unusable.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / LOCK_NAME

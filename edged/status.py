@@ -1,5 +1,7 @@
-"""The status board: a JSON snapshot of devices, cycle tasks, spool, sinks, config and reloads (GET /status),
-and the one-line summary sent to systemd as STATUS=."""
+"""The status board: a JSON snapshot of the daemon (GET /status) and the one-line summary for systemd.
+
+The snapshot covers devices, cycle tasks, spool, sinks, config and reloads; the summary is sent as STATUS=.
+"""
 from __future__ import annotations
 
 import asyncio

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from edged.cext import codec, mbap
 
+EXPECTED = (mbap.FramingError,)  # the fuzz harness convention (fuzz/README.md): the only exceptions allowed
+
 # (unit, fc, count, program) of the requests a frame is checked against
 _T_UINT16, _T_FLOAT32, _T_STRING, _T_COIL = 2, 5, 9, 10
 _REQUESTS = [

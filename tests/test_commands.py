@@ -246,4 +246,25 @@ async def test_mqtt_commands_through_the_daemon_to_a_modbus_server(tmp_path: Pat
     audit = [line for line in d.err if "edged.audit" in line]
     assert any("write accepted" in line and "tag=press1.setpoint" in line and "old=0" in line and "new=500" in line
                for line in audit), audit
-    assert sum("write refused" in line for line in audit) == 4, audit
+    assert sum("write refused" in line for line in audit) == 5, audit  # 4 refused writes and the bad request
+
+
+async def test_refusals_beyond_the_sink_rate_are_counted_not_logged_or_answered(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One bucket per sink for refusals of any tag; the flood warning comes once, the count with the next line."""
+    gate, reg = gate_with([mk_tag("sp")], Recorder(), rate_per_s=0.001, burst=3)
+    with caplog.at_level(logging.INFO):
+        results = [await gate.execute(f"press1.nope{i}", 1, source="t") for i in range(50)]
+    assert [r.quiet for r in results] == [False] * 3 + [True] * 47
+    assert all(not r.ok and "unknown tag" in r.error for r in results)
+    assert count(reg, "refused", "unknown_tag") == 50
+    assert reg.get_sample_value("edged_command_refusals_suppressed_total", {"sink": "up"}) == 47
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("write refused" in line for line in lines) == 3
+    assert sum("refused commands arrive faster than" in line for line in lines) == 1
+    gate.refusals.bucket.tokens = 1.0  # as if time passed: the next refusal is let through and tells the count
+    with caplog.at_level(logging.INFO):
+        caplog.clear()
+        res = gate.refuse("press1.x", 1, "t", "", "bad_request", "bad")
+    assert not res.quiet and "(47 more refusals were not logged or answered)" in caplog.records[0].getMessage()
+    assert (await gate.execute("press1.sp", 5, source="t")).ok  # writes have their own per-tag buckets

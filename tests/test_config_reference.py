@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from edged.config_reference import (KeyRecorder, TableRef, block_types_markdown, collect, compare,
-                                    doc_block_types, format_index, parse_doc, parse_heading, skeleton)
+from edged.config_reference import (REQUIRED, DocRow, KeyRecorder, TableRef, block_types_markdown, collect,
+                                    collect_with_defaults, compare, doc_block_types, doc_defaults, doc_rows,
+                                    duplicate_rows, format_index, parse_doc, parse_heading, skeleton,
+                                    wrong_defaults)
 from edged.driver import available_drivers
 from edged.schema import Section
 from edged.sinks.config import SINK_TYPES
@@ -131,6 +133,7 @@ birth_wait_s = 2
 commands = true
 command_rate_per_s = 2
 command_burst = 4
+max_command_bytes = 8192
 
 [sink.backup]
 type = "sparkplug"
@@ -184,6 +187,7 @@ command_topic = "plant1/{cell}/cmd/{device}/{tag}"
 response_topic = "plant1/{cell}/cmd_result/{device}/{tag}"
 command_rate_per_s = 1
 command_burst = 2
+max_command_bytes = 2048
 """),
     "control_everything": ({"sim"}, set(), """
 [cell]
@@ -271,11 +275,17 @@ def cell_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def code_keys(cell_files: list[Path]):
-    """Every key the code reads while loading the cells, by table."""
-    index, issues = collect(cell_files)
+def recorded(cell_files: list[Path]):
+    """Every key the code reads while loading the cells, by table, and the defaults it passes."""
+    index, defaults, issues = collect_with_defaults(cell_files)
     assert not issues, "the reference cells must be valid:\n" + "\n".join(map(str, issues))
-    return index
+    return index, defaults
+
+
+@pytest.fixture(scope="module")
+def code_keys(recorded):
+    """Every key the code reads while loading the cells, by table."""
+    return recorded[0]
 
 
 def test_example_cells_exist() -> None:
@@ -295,6 +305,19 @@ def test_every_documented_key_is_read_by_the_code(code_keys) -> None:
     _, stale = compare(code_keys, parse_doc(DOC.read_text()))
     assert not stale, "documented but never read (remove, or add a feature cell that uses it):\n" + "\n".join(
         f"  ### {ref.heading()}: `{key}`" for ref, key in stale)
+
+
+def test_no_key_is_documented_twice_under_one_heading() -> None:
+    """A key listed twice (say with two different meanings) is an error of the reference."""
+    duplicates = duplicate_rows(doc_rows(DOC.read_text()))
+    assert not duplicates, "remove one of each:\n" + "\n".join(duplicates)
+
+
+def test_every_documented_default_is_the_code_default(recorded) -> None:
+    """The Default column says what the code does when the key is absent ("required", or the literal value)."""
+    _, defaults = recorded
+    wrong = wrong_defaults(defaults, doc_rows(DOC.read_text()))
+    assert not wrong, "fix docs/configuration.md (or the code):\n" + "\n".join(wrong)
 
 
 def test_every_installed_driver_and_sink_type_is_exercised(code_keys) -> None:
@@ -455,3 +478,60 @@ def test_format_index_is_sorted() -> None:
     """The printed index is stable: tables and keys sorted."""
     out = format_index({TableRef("scan.<name>"): {"phase_ms", "interval_ms"}, TableRef(""): {"cell"}})
     assert out.splitlines() == ["### Top-level tables: cell", "### [scan.<name>]: interval_ms, phase_ms"]
+
+
+DOC_WITH_DEFAULTS = """### [sink.<name>] type = "mqtt"
+| Key | Type | Default | Meaning |
+|---|---|---|---|
+| `qos` | integer | `1` | QoS. |
+| `topic` | template | `"{cell}/{device}"` | Topic. |
+| `retain` | boolean | `false` | Retain. |
+| `port` | integer | `1883`, or `8883` with TLS | Port. |
+| `host` | string | required | Host. |
+| `client_id` | string | edged-mqtt-<sink name> | Prose is not compared. |
+| `qos` | integer | `2` | Listed twice. |
+"""
+
+
+def test_doc_rows_read_the_default_column_and_the_line() -> None:
+    """Each key row gives its table, key, Default text and line number."""
+    rows = doc_rows(DOC_WITH_DEFAULTS)
+    ref = TableRef("sink.<name>", "type", "mqtt")
+    assert rows[0] == DocRow(ref, "qos", "`1`", 4)
+    assert [r.key for r in rows] == ["qos", "topic", "retain", "port", "host", "client_id", "qos"]
+    assert duplicate_rows(rows) == ['[sink.<name>] type = "mqtt": `qos` is listed twice (lines 4 and 10)']
+
+
+@pytest.mark.parametrize("text, values", [
+    ("`5`", [5]), ('`"columns"`', ["columns"]), ("`true`", [True]), ("required", [REQUIRED]),
+    ("`1883`, or `8883` with TLS", [1883, 8883]), ("the cell name", None), ("none", None), ("`0.5`", [0.5]),
+])
+def test_doc_defaults_reads_literals_and_required(text: str, values: list | None) -> None:
+    """TOML literals in backticks, "required", or None for prose (not compared)."""
+    assert doc_defaults(text) == values
+
+
+def test_wrong_defaults_compares_only_definite_defaults() -> None:
+    """A different literal or a required key documented with a default is reported; prose and None are not."""
+    ref = TableRef("sink.<name>", "type", "mqtt")
+    code = {(ref, "qos"): [1], (ref, "topic"): ["{cell}/{device}"], (ref, "retain"): [True],
+            (ref, "port"): [8883], (ref, "host"): [None], (ref, "client_id"): ["edged-mqtt-x"]}
+    wrong = wrong_defaults(code, doc_rows(DOC_WITH_DEFAULTS))
+    assert wrong == [
+        '[sink.<name>] type = "mqtt": `retain` defaults to `true` in the code, the reference says \'`false`\' '
+        '(line 6)',
+        '[sink.<name>] type = "mqtt": `qos` defaults to `1` in the code, the reference says \'`2`\' (line 10)']
+    assert wrong_defaults({(ref, "host"): [REQUIRED]}, doc_rows(DOC_WITH_DEFAULTS)) == []
+    assert wrong_defaults({(ref, "client_id"): [REQUIRED]}, doc_rows(DOC_WITH_DEFAULTS)) == [
+        '[sink.<name>] type = "mqtt": `client_id` is required, the reference says \'edged-mqtt-<sink name>\' '
+        '(line 9)']
+
+
+def test_the_recorder_keeps_the_defaults_the_code_passes() -> None:
+    """Required keys, literal defaults; the Section methods are restored afterwards."""
+    before = Section.raw
+    with KeyRecorder() as rec:
+        rec.load({"cell": {"name": "n"}}, "mem.toml")
+    assert Section.raw is before
+    assert rec.defaults[(TableRef("cell"), "name")] == [REQUIRED]
+    assert rec.defaults[(TableRef("cell"), "heartbeat_s")] != []

@@ -320,9 +320,12 @@ class ModbusEmulator(Emulator):
     faults = frozenset({"stop", "start", "latency", "drop", "exception", "malformed", "silence-unit", "clear"})
 
     async def inject(self, device: str, fault: str, arg: str = "") -> None:
-        """Play a fault on one device: ``stop``/``start`` its endpoint (TCP: connections refused), ``latency:MS``,
-        ``drop:SHARE``, ``exception:CODE`` (every read of the device answers that code), ``malformed`` (one value
-        short), ``silence-unit:ID`` (a unit behind a gateway stops answering), ``clear`` (undo all but stop)."""
+        """Play a fault on one device (``stop``, ``start``, ``latency:MS``, ``drop:SHARE``, ``exception:CODE``, ...).
+
+        ``stop``/``start`` its endpoint (TCP: connections refused), ``latency:MS``, ``drop:SHARE``,
+        ``exception:CODE`` (every read of the device answers that code), ``malformed`` (one value
+        short), ``silence-unit:ID`` (a unit behind a gateway stops answering), ``clear`` (undo all but stop).
+        """
         if fault not in self.faults:
             await super().inject(device, fault, arg)
         store, unit = self._where[device]

@@ -99,8 +99,10 @@ class MbapLink(asyncio.Protocol):
         self.transport = None
 
     def drop(self, reason: str = "", silent: bool = False) -> None:
-        """Close the connection; every request in flight fails (LinkTimeout when the link fell silent,
-        StreamBroken when the stream broke, LinkDown otherwise); ``lost_error`` keeps that error."""
+        """Close the connection; every request in flight fails, and ``lost_error`` keeps that error.
+
+        The error is LinkTimeout when the link fell silent, StreamBroken when the stream broke, LinkDown otherwise.
+        """
         transport, self.transport = self.transport, None
         if silent:
             err: Exception = LinkTimeout(reason)

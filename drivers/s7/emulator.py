@@ -247,8 +247,9 @@ class S7Emulator(Emulator):
             srv.malformed = enabled
 
     async def inject(self, device: str, fault: str, arg: str = "") -> None:
-        """Play a fault on one device's endpoint (devices sharing a port share it): ``stop``/``start`` (connections
-        refused, memory kept), ``latency:MS``, ``drop:SHARE``, ``exception:CODE`` (every read item answers that
+        """Play a fault on one device's endpoint (devices sharing a port share it).
+
+        ``stop``/``start`` (connections refused, memory kept), ``latency:MS``, ``drop:SHARE``, ``exception:CODE`` (every read item answers that
         return code, e.g. 5 out of range, 10 no such DB, 3 optimized DB; codes above 0xFF, e.g. 0x8104, are header
         errors: PUT/GET off), ``malformed`` (read answers with a wrong PDU reference), ``plc-stop``/``plc-run``,
         ``clear`` (undo latency, drop, exception, malformed)."""

@@ -31,8 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def metrics_of(cell_file: str) -> Any:
-    """Only the [metrics] table of a cell file: `edged reload` must find the daemon while the rest of the
-    file is broken (that is what it reports)."""
+    """Only the [metrics] table of a cell file.
+
+    `edged reload` must find the daemon while the rest of the file is broken (that is what it reports).
+    """
     from edged.cell import _parse_metrics
     from edged.errors import ConfigError
     from edged.schema import Issues, Section

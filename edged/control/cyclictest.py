@@ -31,8 +31,11 @@ def command(exe: str, period_us: int, seconds: float, priority: int = 0, cpu: in
 
 
 def parse(stdout: str) -> dict[str, Any]:
-    """Quantiles (us) from cyclictest's -h histogram output: p50, p99, p99.9, max, the sample count and
-    the histogram itself as (us, count) rows (bucket us holds wake-ups of us to us + 1 microseconds)."""
+    """Quantiles (us) from cyclictest's -h histogram output, with the sample count and the histogram.
+
+    Keys: p50, p99, p99.9, max, the sample count and the histogram itself as (us, count) rows
+    (bucket us holds wake-ups of us to us + 1 microseconds).
+    """
     hist: list[tuple[int, int]] = []
     maxv, overflows = 0, 0
     for line in stdout.splitlines():

@@ -210,8 +210,10 @@ class ControlPlane:
             self._retain_task = loop.create_task(self._retain_loop(), name="control:retain")
 
     async def stop(self, safe_outputs: bool = True) -> None:
-        """Stop the cycle threads, deliver the samples left in the rings, finish in-flight writes, save
-        retained state, then write every output's safe value (bounded by SAFE_WRITE_TIMEOUT_S)."""
+        """Stop the cycle threads, then write every output's safe value (bounded by SAFE_WRITE_TIMEOUT_S).
+
+        In between: deliver the samples left in the rings, finish in-flight writes, save retained state.
+        """
         if self._stopped:
             return
         self._stopped = True
@@ -237,8 +239,11 @@ class ControlPlane:
         os.close(self._fd)
 
     async def remove_task(self, name: str) -> None:
-        """Take one task out of a running plane (a reload that removes it): stop its thread, deliver its
-        samples, save its retained state, and write its outputs' safe values before it is forgotten."""
+        """Take one task out of a running plane (a reload that removes it).
+
+        Stop its thread, deliver its samples, save its retained state, and write its outputs' safe
+        values before it is forgotten.
+        """
         run = next((r for r in self.tasks if r.spec.name == name), None)
         if run is None:
             raise KeyError(f"no control task {name!r}")

@@ -125,8 +125,10 @@ _GROUP = [
 
 
 def synthetic_task_toml(nblocks: int, period_us: int, name: str = "bench", report: bool = True) -> str:
-    """TOML of one task with nblocks blocks in a realistic mix (filter, compare, timer, edge, counter,
-    logic, PID, limit, arithmetic, select), chained so that every block depends on earlier ones."""
+    """TOML of one task with nblocks blocks in a realistic mix, each depending on earlier ones.
+
+    The mix: filter, compare, timer, edge, counter, logic, PID, limit, arithmetic, select.
+    """
     lines = [f"[task.{name}]", f"period_us = {period_us}"]
     prev = "50.0"
     for i in range(nblocks):

@@ -36,8 +36,10 @@ def is_loopback_host(host: str) -> bool:
 
 
 def foreign_endpoints(data: dict[str, Any]) -> list[str]:
-    """The endpoints of a parsed cell that emulators on this machine cannot serve as they are, as
-    ``device.<name>.<key> = value`` strings (empty when the cell is loopback-only)."""
+    """The endpoints of a parsed cell that emulators on this machine cannot serve as they are.
+
+    As ``device.<name>.<key> = value`` strings (empty when the cell is loopback-only).
+    """
     out: list[str] = []
     for name, dev in (data.get("device") or {}).items():
         if not isinstance(dev, dict):
@@ -57,8 +59,11 @@ def foreign_endpoints(data: dict[str, Any]) -> list[str]:
 
 
 def rewrite_cell(data: dict[str, Any], pty_dir: Path) -> dict[str, Any]:
-    """A copy of a parsed cell whose every device endpoint is on loopback: TCP hosts become 127.0.0.1 with a
-    free port, URLs get 127.0.0.1 and a free port, serial ports become pty paths under ``pty_dir``."""
+    """A copy of a parsed cell whose every device endpoint is on loopback.
+
+    TCP hosts become 127.0.0.1 with a free port, URLs get 127.0.0.1 and a free port, serial ports
+    become pty paths under ``pty_dir``.
+    """
     out = {k: v for k, v in data.items()}
     devices = {}
     for name, dev in (data.get("device") or {}).items():

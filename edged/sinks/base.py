@@ -22,6 +22,7 @@ class WriteResult:
     value: Any = None
     old_value: Any = None
     error: str = ""
+    quiet: bool = False  # a refusal beyond the refusal rate limit: counted, but neither answered nor logged
 
 
 # write(tag_key, value, source) -> WriteResult: validates (exists, writable, type, range) and writes

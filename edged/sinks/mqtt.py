@@ -20,13 +20,14 @@ from typing import Any
 
 import aiomqtt
 
+from edged.echo import echo, message
 from edged.schema import Section
 from edged.sinks.base import Sink, SinkContext
 from edged.sinks.mqtt_conn import MqttConnection, backoff_delays, describe_connect_error, \
     make_client, parse_connection
 from edged.spool.spool import Spool, SpoolBatch
 from edged.tag import Quality, Sample, Tag
-from edged.upstream.commands import CommandGate
+from edged.upstream.commands import MAX_COMMAND_BYTES, CommandGate
 from edged.upstream.metrics import sink_metrics
 
 log = logging.getLogger("edged.sinks.mqtt")
@@ -57,6 +58,7 @@ class MqttSpec:
     response_topic: str = "{cell}/cmd_result/{device}/{tag}"
     command_rate_per_s: float = 5.0
     command_burst: int = 5
+    max_command_bytes: int = MAX_COMMAND_BYTES
     payload: str = "columns"
     kind: str = "mqtt"
 
@@ -113,6 +115,8 @@ def parse_spec(name: str, sec: Section, tags: dict[str, Tag]) -> MqttSpec:
         sec.error("response_topic", "expected a topic other than command_topic (edged would read its own answers)")
     spec.command_rate_per_s = sec.get_float("command_rate_per_s", 5.0, min=0.01, max=1000.0) or 5.0
     spec.command_burst = sec.get_int("command_burst", 5, min=1, max=1000) or 5
+    spec.max_command_bytes = sec.get_int("max_command_bytes", MAX_COMMAND_BYTES, min=64,
+                                         max=1_048_576) or MAX_COMMAND_BYTES
     return spec
 
 
@@ -240,6 +244,7 @@ class MqttSink(Sink):
         self.connected = asyncio.Event()
         self.last_error = ""
         self._window = asyncio.Semaphore(spec.max_inflight)
+        self._command_defect_logged = False
         self.metrics.connected.labels(spec.name).set(0)
 
     # -- connection loop ------------------------------------------------------------------
@@ -375,29 +380,34 @@ class MqttSink(Sink):
             await self._command(client, message)
 
     async def _command(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        """Carry out one command; nothing a publisher sends may end the listener (and so the connection)."""
+        try:
+            await self._serve_command(client, message)
+        except aiomqtt.MqttError:
+            raise  # the connection itself failed: reconnect
+        except Exception:  # a defect, not a bad request: log the first one with its traceback, count them all
+            self.metrics.commands.labels(self.name, "refused", "internal_error").inc()
+            if not self._command_defect_logged:
+                self._command_defect_logged = True
+                log.exception("sink %s: a command on %s could not be handled (further ones are only counted)",
+                              self.name, echo(str(message.topic)))
+
+    async def _serve_command(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
         parsed = match_topic(self.spec.command_topic, self.cell, topic)
         if parsed is None:
             return
         device, tag = parsed
         key = f"{device}.{tag}"
-        request_id = ""
-        try:
-            body = json.loads(bytes(message.payload or b"") if not isinstance(message.payload, str)
-                              else message.payload)
-            if not isinstance(body, dict) or "value" not in body:
-                raise ValueError('expected a JSON object {"value": ..., "id": "..."}')
-            request_id = str(body.get("id", ""))[:128]
-            value = body["value"]
-        except (ValueError, UnicodeDecodeError) as exc:
-            text = str(exc) if isinstance(exc, ValueError) and "expected a JSON" in str(exc) else \
-                f'expected a JSON object {{"value": ..., "id": "..."}}: {exc}'
-            self.metrics.commands.labels(self.name, "refused", "bad_request").inc()
-            log.warning("sink %s: bad command on %s: %s", self.name, topic, text)
-            await self._respond(client, device, tag, {"id": request_id, "ok": False, "tag": key, "error": text})
-            return
-        result = await self.gate.execute(key, value, source=f"mqtt:{self.name}", request_id=request_id)
-        answer: dict[str, Any] = {"id": request_id, "ok": result.ok, "tag": key}
+        source = f"mqtt:{self.name}"
+        request = parse_command(message.payload, self.spec.max_command_bytes)
+        if isinstance(request, Refusal):
+            result = self.gate.refuse(key, request.value, source, request.request_id, request.reason, request.error)
+        else:
+            result = await self.gate.execute(key, request.value, source=source, request_id=request.request_id)
+        if result.quiet:
+            return  # beyond the refusal rate limit: counted, not answered
+        answer: dict[str, Any] = {"id": request.request_id, "ok": result.ok, "tag": key[:MAX_ECHO_KEY]}
         if result.ok:
             answer.update(value=_value(result.value), old_value=_value(result.old_value))
         else:
@@ -407,9 +417,10 @@ class MqttSink(Sink):
     async def _respond(self, client: aiomqtt.Client, device: str, tag: str, answer: dict[str, Any]) -> None:
         topic = self.spec.response_topic.format(cell=self.cell, device=device, tag=tag)
         try:
-            await client.publish(topic, _encoder.encode(answer).encode(), qos=1, timeout=PUBLISH_TIMEOUT_S)
+            payload = _encoder.encode(answer).encode("utf-8", "replace")  # never fails on a stray surrogate
+            await client.publish(topic, payload, qos=1, timeout=PUBLISH_TIMEOUT_S)
         except aiomqtt.MqttError as exc:
-            log.warning("sink %s: could not send the command response on %s: %s", self.name, topic, exc)
+            log.warning("sink %s: could not send the command response on %s: %s", self.name, echo(topic), exc)
 
     async def close(self) -> None:
         """The run task was cancelled (it published ``offline`` and disconnected); nothing else is held."""
@@ -439,6 +450,71 @@ def _retrieve(task: asyncio.Task) -> None:
     """Mark a publish task's failure as seen (the acker reports the first failure of a batch)."""
     if not task.cancelled():
         task.exception()
+
+
+# -- commands ---------------------------------------------------------------------------------------
+REQUEST_SHAPE = 'expected a JSON object {"value": ..., "id": "..."}'
+MAX_REQUEST_ID = 128  # characters of a command's "id" kept (and answered)
+MAX_ECHO_KEY = 256  # characters of the topic's device.tag repeated in an answer
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A well-formed command: the value to write and the caller's request id (may be empty)."""
+
+    value: Any
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A command payload that is not a request: why (a metric ``reason`` and a message for people)."""
+
+    reason: str
+    error: str
+    request_id: str = ""
+    value: Any = None
+
+
+def parse_command(payload: Any, max_bytes: int = MAX_COMMAND_BYTES) -> Request | Refusal:
+    """Decode a command payload ``{"value": ..., "id": "..."}``; never raises.
+
+    The size is checked before parsing (a payload nested 500,000 deep is refused unread), and a
+    payload within the size but nested deeper than the parser recurses is refused, not raised.
+    """
+    if payload is None:
+        payload = b""
+    data = payload.encode("utf-8", "replace") if isinstance(payload, str) else bytes(payload) \
+        if isinstance(payload, (bytes, bytearray, memoryview)) else None
+    if data is None:
+        return Refusal("bad_request", f"{REQUEST_SHAPE}, found a {type(payload).__name__} payload")
+    if len(data) > max_bytes:
+        return Refusal("too_large", f"command of {len(data)} bytes is larger than max_command_bytes = {max_bytes}")
+    try:
+        body = json.loads(data)
+    except RecursionError:
+        return Refusal("bad_request", f"{REQUEST_SHAPE}: JSON nested too deeply")
+    except UnicodeDecodeError as exc:
+        return Refusal("bad_request", f"{REQUEST_SHAPE}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
+        return Refusal("bad_request", f"{REQUEST_SHAPE}: {message(str(exc), 120)}")
+    if not isinstance(body, dict) or "value" not in body:
+        return Refusal("bad_request", REQUEST_SHAPE)
+    raw_id = body.get("id", "")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+        return Refusal("bad_request", f'{REQUEST_SHAPE}: expected "id" to be a string, found {echo(raw_id, 40)}')
+    request_id = _utf8(raw_id[:MAX_REQUEST_ID]) if isinstance(raw_id, str) else \
+        str(raw_id) if -10**MAX_REQUEST_ID < raw_id < 10**MAX_REQUEST_ID else "(integer too long)"
+    return Request(body["value"], request_id)
+
+
+def _utf8(text: str) -> str:
+    """Text that encodes as UTF-8: a lone surrogate (JSON allows ``"\\udddd"``) becomes ``?``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def match_topic(template: str, cell: str, topic: str) -> tuple[str, str] | None:

@@ -69,8 +69,11 @@ class MqttConnection:
 
 
 def parse_connection(sec: Section, default_client_id: str) -> MqttConnection:
-    """Read the connection keys of a sink table (host, port, client_id, keepalive_s, tls_*, username,
-    password_file/password_env, backoff_initial_s, backoff_max_s, protocol, connect_timeout_s)."""
+    """Read the connection keys of a sink table (host, port, TLS, credentials, backoff, protocol).
+
+    Keys: host, port, client_id, keepalive_s, tls_*, username, password_file/password_env,
+    backoff_initial_s, backoff_max_s, protocol, connect_timeout_s.
+    """
     if sec.has("password"):
         sec.raw("password")
         sec.error("password", "a password must not be written in the cell file: put it in a file readable "
@@ -139,8 +142,11 @@ class _ErrorRecorder(logging.Handler):
 
 
 class Client(aiomqtt.Client):
-    """aiomqtt.Client that fails fast with the real cause when the broker drops the socket before CONNACK
-    (e.g. a TLS 1.3 broker rejecting a missing client certificate), instead of waiting for the timeout."""
+    """aiomqtt.Client that fails fast with the real cause when the broker drops the socket before CONNACK.
+
+    E.g. a TLS 1.3 broker rejecting a missing client certificate: the cause is reported at once,
+    instead of waiting for the timeout.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._errors = _ErrorRecorder()

@@ -22,6 +22,7 @@ import aiomqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 import edged
+from edged.echo import echo
 from edged.errors import ConfigError, ConfigIssue
 from edged.schema import Section
 from edged.sinks.base import Sink, SinkContext
@@ -30,6 +31,7 @@ from edged.sinks.mqtt_conn import (MqttConnection, backoff_delays, describe_conn
 from edged.sinks.sparkplug_node import (BdSeqStore, CellChange, Command, EdgeNode, Outgoing, state_topics,
                                         valid_id)
 from edged.tag import Tag
+from edged.upstream.commands import CommandGate
 from edged.upstream.metrics import sink_metrics
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,10 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_S = 1.0
 HEALTH_INTERVAL_S = 10.0
 COMMAND_QUEUE_MAX = 1000
+# The largest primary host STATE payload read (a real one is {"online": true, "timestamp": ...}).
+MAX_STATE_BYTES = 4096
+# The default bound of an NCMD/DCMD payload, in bytes, checked before it is decoded (``max_command_bytes``).
+MAX_COMMAND_BYTES = 65536
 
 
 @dataclass(slots=True)
@@ -55,6 +61,7 @@ class SparkplugSpec:
     commands: bool = True
     command_rate_per_s: float = 5.0
     command_burst: int = 5
+    max_command_bytes: int = MAX_COMMAND_BYTES
     kind: str = "sparkplug"
 
 
@@ -75,13 +82,15 @@ def parse_spec(name: str, sec: Section, tags: dict[str, Tag]) -> SparkplugSpec |
     commands = sec.get_bool("commands", True)
     rate = sec.get_float("command_rate_per_s", 5.0, min=0.01, max=1000.0)
     burst = sec.get_int("command_burst", 5, min=1, max=1000)
+    max_command_bytes = sec.get_int("max_command_bytes", MAX_COMMAND_BYTES, min=64, max=16_777_216)
     if len(sec.issues.items) != before or conn is None or group_id is None:
         return None
     return SparkplugSpec(name=name, conn=conn, group_id=group_id, edge_node_id=edge_node_id,
                          client_id_set=client_id_set,
                          primary_host=primary_host, batch_max=batch_max, max_metrics_per_message=max_metrics,
                          birth_wait_s=birth_wait_s,
-                         commands=bool(commands), command_rate_per_s=rate, command_burst=burst)
+                         commands=bool(commands), command_rate_per_s=rate, command_burst=burst,
+                         max_command_bytes=max_command_bytes)
 
 
 class _Metrics:
@@ -151,10 +160,9 @@ class SparkplugSink(Sink):
         self.shared = sink_metrics(ctx.registry)
         self.m.born.labels(spec.name).set(0)
         self.shared.connected.labels(spec.name).set(0)
-        self.gate: Any = None
-        if spec.commands:
-            from edged.upstream.commands import CommandGate
-            self.gate = CommandGate(ctx, spec.name, rate_per_s=spec.command_rate_per_s, burst=spec.command_burst)
+        # with commands = false the gate only counts and rate-limits the log lines of the refusals
+        self.gate = CommandGate(ctx, spec.name, rate_per_s=spec.command_rate_per_s, burst=spec.command_burst)
+        self._command_defect_logged = False
         self._wake = asyncio.Event()
         self._rebirth = False
         # devices a cell change (reload) left to be reborn or declared dead in the current session
@@ -162,6 +170,7 @@ class SparkplugSink(Sink):
         self._pending_deaths: set[str] = set()
         self._host_online = spec.primary_host is None
         self._host_ts = -1
+        self._bad_state_logged = False  # one warning per run of bad STATE messages
         self._host_changed = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._born = False
@@ -425,20 +434,45 @@ class SparkplugSink(Sink):
             if topic in state:
                 self._on_state(topic, payload)
                 continue
-            for cmd in self.node.parse_command(topic, payload):
+            for cmd in self._decode_command(topic, payload):
                 try:
                     self._commands.put_nowait(cmd)
                 except asyncio.QueueFull:
-                    log.warning("sink %s: refused %s %s: too many commands queued", self.name, cmd.source,
-                                cmd.metric)
-                    self.shared.commands.labels(self.name, "refused", "overload").inc()
+                    self._refuse(dataclasses.replace(cmd, code="overload", reason="too many commands queued"))
+
+    def _decode_command(self, topic: str, payload: bytes) -> list[Command]:
+        """The commands of one NCMD/DCMD; a payload over ``max_command_bytes`` is refused before it is decoded."""
+        limit = self.spec.max_command_bytes
+        if len(payload) > limit:
+            return [Command("refused", topic.rsplit("/", 1)[-1] if "/DCMD/" in topic else "NCMD", "",
+                            reason=f"command of {len(payload)} bytes is larger than max_command_bytes = {limit}",
+                            code="too_large")]
+        try:
+            return self.node.parse_command(topic, payload)
+        except Exception:  # a defect, not a bad command: nothing a publisher sends may end the session
+            if not self._command_defect_logged:
+                self._command_defect_logged = True
+                log.exception("sink %s: a command on %s could not be decoded (further ones are only counted)",
+                              self.name, echo(topic))
+            return [Command("refused", "?", "", reason="could not be decoded", code="internal_error")]
+
+    def _refuse(self, cmd: Command) -> None:
+        """Count and audit a refused command (log lines bounded by the gate's refusal rate limit)."""
+        reason = cmd.reason or "commands are disabled for this sink (commands = false)"
+        key = cmd.tag.key if cmd.tag is not None else cmd.metric
+        self.gate.refuse(key, cmd.value, f"sparkplug:{self.name}:{cmd.source}", "", cmd.code or "disabled",
+                         f"{echo(cmd.metric)}: {reason}")
 
     def _on_state(self, topic: str, payload: bytes) -> None:
         parsed = parse_state(payload)
         if parsed is None:
-            log.warning("sink %s: ignoring a STATE message on %s that is neither JSON {\"online\": ...} nor "
-                        "ONLINE/OFFLINE: %r", self.name, topic, payload[:100])
+            if not self._bad_state_logged:
+                self._bad_state_logged = True
+                log.warning("sink %s: ignoring a STATE message on %s that is neither JSON {\"online\": ...} nor "
+                            "ONLINE/OFFLINE: %s (further ones are ignored silently until a good one)", self.name,
+                            echo(topic), echo(payload[:100]))
             return
+        self._bad_state_logged = False
         online, ts = parsed
         if ts is not None:
             if ts < self._host_ts:
@@ -463,16 +497,11 @@ class SparkplugSink(Sink):
                 self.m.rebirths.labels(self.name).inc()
                 self._rebirth = True
                 self._wake.set()
-            elif cmd.kind == "refused" or self.gate is None:
-                reason = cmd.reason or "commands are disabled for this sink (commands = false)"
-                log.warning("sink %s: refused %s %s: %s", self.name, cmd.source, cmd.metric, reason)
-                self.shared.commands.labels(self.name, "refused", cmd.code or "disabled").inc()
+            elif cmd.kind == "refused" or not self.spec.commands:
+                self._refuse(cmd)
             else:
-                assert cmd.tag is not None
-                res = await self.gate.execute(cmd.tag.key, cmd.value, source=f"sparkplug:{self.name}:{cmd.source}")
-                if not res.ok:
-                    log.warning("sink %s: %s write %s = %r refused: %s", self.name, cmd.source, cmd.tag.key,
-                                cmd.value, res.error)
+                assert cmd.tag is not None  # the gate audits the write, or its refusal
+                await self.gate.execute(cmd.tag.key, cmd.value, source=f"sparkplug:{self.name}:{cmd.source}")
 
     async def close(self) -> None:
         """Nothing left to release: run() publishes NDEATH and disconnects when it is cancelled."""
@@ -482,12 +511,14 @@ class SparkplugSink(Sink):
 
 def parse_state(payload: bytes) -> tuple[bool, int | None] | None:
     """A primary host STATE payload: Sparkplug 3.0 JSON or legacy ONLINE/OFFLINE -> (online, timestamp)."""
+    if len(payload) > MAX_STATE_BYTES:  # a STATE is a few dozen bytes; anyone may publish on its topic
+        return None
     text = payload.decode("utf-8", errors="replace").strip()
     if text in ("ONLINE", "OFFLINE"):
         return text == "ONLINE", None
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser recurses
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("online"), bool):
         return None

@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 from google.protobuf.message import DecodeError
 
+from edged.echo import echo
 from edged.sinks import sparkplug_payload as sp
 from edged.sinks.sparkplug_payload import SpType
 from edged.tag import DataType, Sample, Tag
@@ -517,7 +518,7 @@ class EdgeNode:
         if device is None:
             return [self._node_command(m, source) for m in msg.metrics]
         if device not in self.devices:
-            return [Command("refused", source, "", reason=f"unknown device {device!r}", code="unknown_device")]
+            return [Command("refused", source, "", reason=f"unknown device {echo(device)}", code="unknown_device")]
         return [self._device_command(m, device, source) for m in msg.metrics]
 
     def _node_command(self, m: Any, source: str) -> Command:
@@ -548,7 +549,7 @@ class EdgeNode:
             return Command("refused", source, "(unnamed)", reason="metric has neither name nor alias",
                            code="unknown_metric")
         if tag is None:
-            return Command("refused", source, label, reason=f"device {device!r} has no such metric",
+            return Command("refused", source, label, reason=f"device {echo(device)} has no such metric",
                            code="unknown_metric")
         value = sp.get_value(m, self.types[tag.key] if not m.HasField("datatype") else None)
         if value is None:

@@ -220,9 +220,12 @@ QUALITY_CODES = {0: 192, 1: 64, 2: 0}  # edged Quality GOOD, UNCERTAIN, BAD
 
 
 def sparkplug_type(tag: Tag) -> SpType:
-    """The Sparkplug datatype of a tag: its data type, or Double for scaled integers (engineering values); the
-    matching array type for array tags; String (JSON) for records; DateTime for datetimes. A tag whose type the
-    device says at connect (``any``) is Double until its first value says otherwise (see EdgeNode)."""
+    """The Sparkplug datatype of a tag: its data type, or Double for scaled integers (engineering values).
+
+    The matching array type for array tags; String (JSON) for records; DateTime for datetimes. A tag
+    whose type the device says at connect (``any``) is Double until its first value says otherwise
+    (see EdgeNode).
+    """
     base = SpType.Double if tag.dtype.is_integer and tag.scaled else _SP_OF[tag.dtype]
     return _ARRAY_OF[base] if tag.dims else base
 

@@ -246,8 +246,7 @@ class Spool:
     # -- opening and recovery -------------------------------------------------------------
     @classmethod
     def open(cls, directory: Path, spec: SpoolSpec, consumers: list[str]) -> "Spool":
-        """Create the spool in ``directory`` or recover it (after a crash or kill -9) for these consumers,
-        and start its writer thread.
+        """Create the spool in ``directory`` or recover it (after a crash or kill -9), and start its writer thread.
 
         A file SQLite reports as corrupt is moved aside (``spool.db.corrupt-<time>``, kept for
         inspection) and a new spool is started, so a damaged disk block cannot stop acquisition.
@@ -346,8 +345,11 @@ class Spool:
 
     # -- appending (any thread; never waits for the disk) -------------------------------------
     def append(self, samples: Sequence[Sample]) -> None:
-        """Hand samples to the writer thread and return at once; they are committed within commit_interval_ms
-        (and only then visible to sinks). If the hand-over queue is full they are dropped and become gaps."""
+        """Hand samples to the writer thread and return at once.
+
+        They are committed within commit_interval_ms (and only then visible to sinks). If the hand-over
+        queue is full they are dropped and become gaps.
+        """
         if not samples:
             return
         t0 = time.perf_counter()
@@ -368,8 +370,10 @@ class Spool:
             self._append_seconds += time.perf_counter() - t0
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until everything appended before this call is committed (or dropped and counted); for tests,
-        tools and shutdown, never for the asyncio thread of a running daemon. False on timeout."""
+        """Block until everything appended before this call is committed (or dropped and counted).
+
+        For tests, tools and shutdown, never for the asyncio thread of a running daemon. False on timeout.
+        """
         with self._lock:
             self._check_open()
             target = self._appended_gen
@@ -736,8 +740,10 @@ class Spool:
 
     # -- consuming (the asyncio thread; only committed chunks) ------------------------------------
     def take(self, consumer: str, max_samples: int) -> SpoolBatch | None:
-        """The oldest committed samples this consumer has neither acked nor taken (up to max_samples), with
-        pending gaps."""
+        """The oldest committed samples this consumer has neither acked nor taken, with pending gaps.
+
+        At most max_samples samples.
+        """
         with self._lock:
             self._check_open()
             c = self._consumer(consumer)
@@ -775,8 +781,10 @@ class Spool:
             return batch
 
     async def wait(self, consumer: str, timeout: float | None = None) -> None:
-        """Return when data may be available for this consumer (a commit made samples visible, or a gap was
-        recorded), or after timeout seconds."""
+        """Return when data may be available for this consumer, or after timeout seconds.
+
+        Data may be available when a commit made samples visible, or a gap was recorded.
+        """
         c = self._consumer(consumer)
         if self._available(c):
             return
@@ -801,8 +809,10 @@ class Spool:
             return (bool(self._chunks) and self._chunks[-1].last > c.taken) or len(c.gaps_taken) < len(c.gaps)
 
     def ack(self, batch: SpoolBatch) -> None:
-        """Acknowledge a delivered batch: it must be this consumer's oldest outstanding batch (written to disk
-        with the next commit)."""
+        """Acknowledge a delivered batch: it must be this consumer's oldest outstanding batch.
+
+        The acknowledgement is written to disk with the next commit.
+        """
         with self._lock:
             self._check_open()
             c = self._consumer(batch.consumer)
@@ -941,8 +951,10 @@ class Spool:
         return list(self._consumers)
 
     def close(self) -> None:
-        """Commit what is queued and the acked cursors, stop the writer and close the database (outstanding
-        batches are simply not acked). Never raises for a storage error (a full disk): it is logged."""
+        """Commit what is queued and the acked cursors, stop the writer and close the database.
+
+        Outstanding batches are simply not acked. Never raises for a storage error (a full disk): it is logged.
+        """
         with self._lock:
             if self._closed or self._stopping:
                 return

@@ -22,6 +22,7 @@ class SinkMetrics:
     gaps: Counter
     commands: Counter
     retried: Counter
+    refusals_suppressed: Counter
 
 
 _by_registry: "weakref.WeakKeyDictionary[CollectorRegistry, SinkMetrics]" = weakref.WeakKeyDictionary()
@@ -52,6 +53,10 @@ def sink_metrics(registry: CollectorRegistry) -> SinkMetrics:
             retried=Counter("edged_sink_retried_samples",
                             "Samples sent but not acknowledged before the connection dropped; they are sent "
                             "again, so a subscriber may see them twice.", ["sink"], registry=registry),
+            refusals_suppressed=Counter("edged_command_refusals_suppressed",
+                                        "Refused commands beyond the sink's refusal rate limit: counted in "
+                                        "edged_commands_total, but neither logged nor answered.",
+                                        ["sink"], registry=registry),
         )
         _by_registry[registry] = m
     return m
