@@ -363,8 +363,9 @@ class OpcUaEmulator(Emulator):
     faults = frozenset({"stop", "start", "namespace-restart", "stop-publishing", "clear"})
 
     async def inject(self, device: str, fault: str, arg: str = "") -> None:
-        """Play a fault on one device's server: ``stop``/``start`` (connections refused, then the same address
-        space again), ``namespace-restart`` (a restart with one more namespace in front: every index moves),
+        """Play a fault on one device's server.
+
+        ``stop``/``start`` (connections refused, then the same address space again), ``namespace-restart`` (a restart with one more namespace in front: every index moves),
         ``stop-publishing`` (its subscriptions fall silent), ``clear`` (nothing to undo; new subscriptions work)."""
         if fault not in self.faults:
             await super().inject(device, fault, arg)

@@ -350,8 +350,9 @@ class EdgeNode:
 
     def device_birth(self, device: str, values: dict[str, tuple[Any, int, int]],
                      now_ns: int | None = None) -> Outgoing:
-        """A DBIRTH of one device of the born node (after a cell change): every metric of the device with
-        its alias, type and current value, the next seq. Samples of this device acquired before ``now_ns``
+        """A DBIRTH of one device of the born node (after a cell change).
+
+        Every metric of the device with its alias, type and current value, the next seq. Samples of this device acquired before ``now_ns``
         are historical from now on (the birth carries a newer value). Sparkplug 3.0, 4.2.2.1 DBIRTH
         (tck-id-topics-dbirth-seq: the seq goes on from the previous message of the edge node)."""
         if self.birth_ns is None:
@@ -362,8 +363,9 @@ class EdgeNode:
         return self._dbirth(device, {**self.learned, **values}, now_ns)
 
     def device_death(self, device: str, now_ns: int | None = None) -> Outgoing | None:
-        """A DDEATH (timestamp and the next seq, no metrics) for a device born in this session, else None
-        (nothing to retract). Sparkplug 3.0, 4.2.2.3 DDEATH (tck-id-topics-ddeath-seq-num) and 5 "Device
+        """A DDEATH for a device born in this session, else None (nothing to retract).
+
+        Timestamp and the next seq, no metrics. Sparkplug 3.0, 4.2.2.3 DDEATH (tck-id-topics-ddeath-seq-num) and 5 "Device
         Session Termination" (tck-id-operational-behavior-device-ddeath)."""
         if self.birth_ns is None or device not in self.born_devices:
             return None
