@@ -20,7 +20,8 @@ INSTALL_REQUIRES = [
     "paho-mqtt==2.2.0",
     "protobuf==7.36.2",
 ]
-TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-asyncio==1.5.0", "cryptography==48.0.0"]
+TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-asyncio==1.5.0", "cryptography==48.0.0",
+                 "hypothesis==6.170.15"]
 
 
 def extensions() -> list:

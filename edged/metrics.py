@@ -29,7 +29,10 @@ class RuntimeCollector(Collector):
     """Reads device states, driver counters, scan overruns and exported tag values at scrape time."""
 
     def __init__(self, runtime: "Runtime") -> None:
+        from edged.machine_state import attach
+
         self.rt = runtime
+        self.machines = attach(runtime)  # normalized machine state per device (time in state, parts, alarms)
 
     def collect(self) -> Iterator:
         """Yield the metric families (called by prometheus-client on each scrape)."""
@@ -71,6 +74,9 @@ class RuntimeCollector(Collector):
                 ovr.add_metric([name, g.name], g.overruns)
                 scans.add_metric([name, g.name], g.scans)
         yield from (up, state, tags, req, vals, errs, tmo, rec, wr, ovr, scans)
+        from edged.machine_state import metric_families
+
+        yield from metric_families(self.machines)
 
         emitted = CounterMetricFamily("edged_samples_emitted", "Samples that passed report-by-exception into the "
                                                                 "spool.")

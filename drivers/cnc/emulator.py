@@ -1,0 +1,285 @@
+"""CncEmulator: simulated GRBL and Haas controllers on a pty pair (linked at the device's port path) or TCP.
+
+For a serial device the emulator opens a pseudo-terminal and makes the configured ``port`` path a
+symlink to its slave side, as ``/dev/serial/by-id/...`` links to a ``ttyUSB`` node; ``unplug()``
+closes the pty and removes the link (the driver sees EIO, then an absent port), ``replug()`` makes a
+new pty under the same path (a new ``/dev/pts/N``, as an adapter that comes back under another
+name). Fault hooks for tests and the HIL kit: ``unplug``, ``replug``, ``alarm``, ``feed_hold``,
+``cycle_start``, ``start_program``, ``reset``, ``inject`` (raw bytes: noise), ``delay_s``, ``split``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import tty
+from typing import Any
+
+from edged.driver import Driver, Emulator
+from edged.tag import Tag
+from edged.transport.stream import parse_tcp_url
+
+from .machines import GrblMachine, HaasMachine
+
+log = logging.getLogger("edged.drivers.cnc.emulator")
+
+
+class Endpoint:
+    """Serves one simulated machine on a pty (linked at ``path``) or a TCP address."""
+
+    def __init__(self, name: str, url: str, machine: Any) -> None:
+        self.name = name
+        self.url = url
+        self.machine = machine
+        self.delay_s = 0.0  # answers are sent this late (timeouts, late answers)
+        self.split = False  # answers are sent in small pieces (split lines)
+        self.master: int | None = None
+        self._keep_slave: int | None = None
+        self.slave_name = ""
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tick: asyncio.Task | None = None
+        self.received = bytearray()
+        self._rng = random.Random(1)
+
+    @property
+    def is_tcp(self) -> bool:
+        """True for a tcp:// endpoint."""
+        return self.url.startswith("tcp://")
+
+    async def start(self) -> None:
+        """Open the pty (and link) or listen on TCP; start the clock that emits unsolicited output."""
+        self._loop = asyncio.get_running_loop()
+        if self.is_tcp:
+            host, port = parse_tcp_url(self.url)
+            self._server = await asyncio.start_server(self._client, host, port)
+        else:
+            self.replug()
+        self._tick = asyncio.create_task(self._ticker())
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            self.machine.tick()
+            out = getattr(self.machine, "out", None)
+            if out:
+                data, self.machine.out = b"".join(out), []
+                self.send(data)
+
+    # -- pty ---------------------------------------------------------------------
+    def replug(self) -> None:
+        """A (new) pty pair with the port path linked to its slave: the adapter is plugged in."""
+        if self.master is not None or self.is_tcp:
+            return
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self.master, self._keep_slave = master, slave  # the kept slave fd: the master never sees a hang-up
+        self.slave_name = os.ttyname(slave)
+        tmp = f"{self.url}.{os.getpid()}.tmp"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(self.slave_name, tmp)
+        os.replace(tmp, self.url)
+        assert self._loop is not None
+        self._loop.add_reader(master, self._readable)
+        if hasattr(self.machine, "connected"):
+            self.machine.connected()
+
+    def unplug(self) -> None:
+        """Close the pty and remove the port path: the adapter is gone."""
+        if self.master is None:
+            return
+        assert self._loop is not None
+        self._loop.remove_reader(self.master)
+        os.close(self.master)
+        if self._keep_slave is not None:
+            os.close(self._keep_slave)
+        self.master = self._keep_slave = None
+        if os.path.islink(self.url):
+            os.unlink(self.url)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.master, 4096)  # type: ignore[arg-type]
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return
+        self._handle(data)
+
+    # -- tcp ---------------------------------------------------------------------
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        if hasattr(self.machine, "connected"):
+            self.machine.connected()
+        try:
+            while True:
+                data = await reader.read(4096)
+                if not data:
+                    break
+                self._handle(data)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if writer in self._writers:
+                self._writers.remove(writer)
+            writer.close()
+
+    def drop_clients(self) -> None:
+        """Close every TCP connection (the TCP form of an unplugged cable)."""
+        for w in list(self._writers):
+            w.close()
+        self._writers.clear()
+
+    # -- both --------------------------------------------------------------------
+    def _handle(self, data: bytes) -> None:
+        self.received += data[-4096:]
+        del self.received[:-4096]
+        out = self.machine.feed_bytes(data)
+        if out:
+            if self.delay_s:
+                assert self._loop is not None
+                self._loop.call_later(self.delay_s, self.send, out)
+            else:
+                self.send(out)
+
+    def send(self, data: bytes) -> None:
+        """Write bytes to the line (in pieces when ``split``)."""
+        if self.split and len(data) > 1:
+            assert self._loop is not None
+            i, t = 0, 0.0
+            while i < len(data):
+                n = self._rng.randint(1, 3)
+                self._loop.call_later(t, self._write, data[i:i + n])
+                i, t = i + n, t + 0.001
+            return
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if self.is_tcp:
+            for w in self._writers:
+                if not w.is_closing():
+                    w.write(data)
+        elif self.master is not None:
+            try:
+                os.write(self.master, data)
+            except OSError:
+                pass
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._tick is not None:
+            self._tick.cancel()
+            await asyncio.gather(self._tick, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            self.drop_clients()
+            await self._server.wait_closed()
+        self.unplug()
+
+
+class CncEmulator(Emulator):
+    """One simulated controller per configured CNC device, of its dialect, at its ``port``."""
+
+    def __init__(self, drivers: list[Driver], auto: bool = True) -> None:
+        super().__init__(drivers)
+        self.endpoints: dict[str, Endpoint] = {}
+        for d in drivers:
+            cls = GrblMachine if d.dialect == "grbl" else HaasMachine  # type: ignore[attr-defined]
+            self.endpoints[d.spec.name] = Endpoint(d.spec.name, d.settings.url, cls(auto=auto))  # type: ignore[attr-defined]
+
+    def machine(self, device: str) -> Any:
+        """The simulated machine of a device."""
+        return self.endpoints[device].machine
+
+    async def start(self) -> None:
+        """Serve every device."""
+        for ep in self.endpoints.values():
+            await ep.start()
+
+    async def stop(self) -> None:
+        """Stop serving and remove the pty links."""
+        for ep in self.endpoints.values():
+            await ep.stop()
+
+    # -- fault hooks ----------------------------------------------------------------
+    def unplug(self, device: str) -> None:
+        """Pull the adapter (pty closed, link removed) or drop the TCP connections."""
+        ep = self.endpoints[device]
+        if ep.is_tcp:
+            ep.drop_clients()
+        else:
+            ep.unplug()
+
+    def replug(self, device: str) -> None:
+        """Plug the adapter back in (a new pty under the same path)."""
+        self.endpoints[device].replug()
+
+    def alarm(self, device: str, code: int = 1) -> None:
+        """Trigger an alarm (GRBL: ``ALARM:code`` sent at once)."""
+        ep = self.endpoints[device]
+        ep.machine.alarm(code)
+        out = getattr(ep.machine, "out", None)
+        if out:
+            ep.machine.out = []
+            ep.send(b"".join(out))
+
+    def feed_hold(self, device: str) -> None:
+        """Hold the running program."""
+        self.endpoints[device].machine.feed_hold()
+
+    def cycle_start(self, device: str) -> None:
+        """Resume or start a program."""
+        self.endpoints[device].machine.cycle_start()
+
+    def start_program(self, device: str) -> None:
+        """Start a program cycle."""
+        self.endpoints[device].machine.start_program()
+
+    def reset(self, device: str) -> None:
+        """Reset the controller (GRBL prints its banner)."""
+        ep = self.endpoints[device]
+        out = ep.machine.reset()
+        if out:
+            ep.send(out)
+
+    def inject(self, device: str, data: bytes) -> None:
+        """Write raw bytes to the line (noise, garbage, unsolicited messages)."""
+        self.endpoints[device].send(data)
+
+    # -- values --------------------------------------------------------------------
+    def set_value(self, tag: Tag, value: Any) -> None:
+        """Set what the machine reports for a settable field (macros, parts, overrides, settings, texts)."""
+        m = self.endpoints[tag.device].machine
+        f, arg = tag.addr.field, tag.addr.arg
+        if f == "macro:" and isinstance(m, HaasMachine):
+            m.macros[arg] = float(value)
+        elif f == "setting:" and isinstance(m, GrblMachine):
+            m.settings[arg] = value
+        elif f.startswith("ov.") and isinstance(m, GrblMachine):
+            m.ov[["ov.feed", "ov.rapid", "ov.spindle"].index(f)] = int(value)
+        elif f == "q500.parts" and isinstance(m, HaasMachine):
+            m.parts = int(value)
+        elif f == "q102.model" and isinstance(m, HaasMachine):
+            m.model = str(value)
+        elif f == "q201.tool" and isinstance(m, HaasMachine):
+            m.tool = int(value)
+        else:
+            log.debug("emulator: %s is simulated, not settable", tag.key)
+
+    def get_value(self, tag: Tag) -> Any:
+        """What the machine holds for a settable field (None for simulated ones)."""
+        m = self.endpoints[tag.device].machine
+        f, arg = tag.addr.field, tag.addr.arg
+        if f == "macro:" and isinstance(m, HaasMachine):
+            return m.macros.get(arg, 0.0)
+        if f == "setting:" and isinstance(m, GrblMachine):
+            return m.settings.get(arg)
+        if f == "q500.parts" and isinstance(m, HaasMachine):
+            return m.parts
+        if f == "status.state" and isinstance(m, GrblMachine):
+            return m.state
+        return None
