@@ -144,8 +144,16 @@ class GrblConversation(Conversation):
         self.reset_event = asyncio.Event()
 
     def on_line(self, text: str) -> None:
-        """Dispatch one GRBL line."""
-        line = grbl.parse_line(text)
+        """Dispatch one GRBL line (a self-delimited message after noise on the same line is recovered)."""
+        try:
+            line = grbl.parse_line(text)
+        except FramingError as exc:
+            start = max(text.rfind("<") if text.endswith(">") else -1, text.rfind("[") if text.endswith("]") else -1,
+                        text.rfind("Grbl "))
+            if start <= 0:
+                raise
+            self._malformed(f"noise before a message: {exc}")
+            line = grbl.parse_line(text[start:])
         m = self.model
         kind = line.kind
         if kind == "status":

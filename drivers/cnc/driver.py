@@ -307,13 +307,14 @@ class CncDriver(Driver):
     async def _grbl_read(self, group: str, conv: GrblConversation) -> list[Reading]:
         needs = self._grbl_needs(group)
         m = conv.model
+        streaming = self.streamer is not None and self.streamer.active  # command lines would queue behind it
+        if "status" in needs:
+            await self._grbl_status()
         try:
-            if "status" in needs:
-                await self._grbl_status()
-            if "build" in needs and m.version is None:
+            if "build" in needs and m.version is None and not streaming:
                 self._grbl_take(await conv.command("$I"))
-            if "settings" in needs and (not m.settings or (m.status is not None and m.status.state in
-                                                            ("Idle", "Alarm"))):
+            # $$ is answered only when idle or in alarm (error:8 otherwise): settings keep their last values
+            if "settings" in needs and not streaming and m.status is not None and m.status.state in ("Idle", "Alarm"):
                 self._grbl_take(await conv.command("$$"))
         except RequestRefused as exc:
             raise ReadFailed(f"device {self.spec.name}: {exc}", kind="refused") from None

@@ -43,6 +43,7 @@ class Endpoint:
         self._tick: asyncio.Task | None = None
         self.received = bytearray()
         self._rng = random.Random(1)
+        self._split_until = 0.0
 
     @property
     def is_tcp(self) -> bool:
@@ -150,11 +151,14 @@ class Endpoint:
         """Write bytes to the line (in pieces when ``split``)."""
         if self.split and len(data) > 1:
             assert self._loop is not None
-            i, t = 0, 0.0
+            now = self._loop.time()
+            t = max(now, self._split_until)  # after the pieces already scheduled: a line never interleaves
+            i = 0
             while i < len(data):
                 n = self._rng.randint(1, 3)
-                self._loop.call_later(t, self._write, data[i:i + n])
+                self._loop.call_at(t, self._write, data[i:i + n])
                 i, t = i + n, t + 0.001
+            self._split_until = t
             return
         self._write(data)
 

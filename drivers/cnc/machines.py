@@ -7,6 +7,7 @@ own (demo and ``edged simulate``); tests drive it with ``start_program``, ``feed
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Callable
 
@@ -46,6 +47,7 @@ class GrblMachine:
         self._idle_since = clock()
         self.out: list[bytes] = []  # unsolicited output (alarms), taken by the emulator
         self.lines_received = 0
+        self.modal_feed = 0.0
 
     # -- hooks -----------------------------------------------------------------
     def start_program(self) -> None:
@@ -183,8 +185,12 @@ class GrblMachine:
             self.parts += 1
             return b"ok\r\n"
         if up[:1] in ("G", "M", "X", "Y", "Z", "F", "S", "N", "T"):
-            if ("G1" in up or "G2" in up or "G3" in up) and "F" not in up and self.feed == 0 and "G0" not in up:
-                return b"error:22\r\n"
+            words = dict(re.findall(r"([A-Z])(-?[\d.]+)", up))
+            if "F" in words:
+                self.modal_feed = float(words["F"])
+            gs = {float(g) for g in re.findall(r"G([\d.]+)", up)}
+            if gs & {1.0, 2.0, 3.0} and not self.modal_feed:
+                return b"error:22\r\n"  # a feed move without a feed rate
             return b"ok\r\n"
         return b"error:20\r\n"
 
