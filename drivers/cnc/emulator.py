@@ -79,6 +79,7 @@ class Endpoint:
         os.set_blocking(master, False)
         self.master, self._keep_slave = master, slave  # the kept slave fd: the master never sees a hang-up
         self.slave_name = os.ttyname(slave)
+        os.makedirs(os.path.dirname(os.path.abspath(self.url)), exist_ok=True)
         tmp = f"{self.url}.{os.getpid()}.tmp"
         if os.path.lexists(tmp):
             os.unlink(tmp)

@@ -58,6 +58,9 @@ def free_port(preferred: int = 0) -> int:
 def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | None) -> str:
     """The demo cell TOML with its placeholders filled in."""
     text = resources.files("edged.demo").joinpath("cell.toml").read_text()
+    # CNC machines: the GRBL router's serial line is a pty linked in the state dir; the Haas mill is on TCP
+    text = (text.replace('"{grbl_port}"', json.dumps(str(state_dir / "router1.tty")))
+            .replace("{haas_port}", str(free_port())))
     # json.dumps gives a valid TOML basic string for any path (quotes and backslashes escaped)
     text = (text.replace('"{state_dir}"', json.dumps(str(state_dir))).replace("{metrics_port}", str(metrics_port))
             .replace("{modbus_port}", str(modbus_port)))
