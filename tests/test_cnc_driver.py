@@ -254,3 +254,15 @@ def test_two_machines_on_one_port_are_refused(tmp_path: Path) -> None:
                  f'[device.{n}.tag.s]\naddress = "status.state"\n')
     with pytest.raises(ConfigError, match="device.b.port: expected a port of its own"):
         load(text)
+
+
+async def test_the_emulator_never_replaces_a_real_port_path(tmp_path: Path) -> None:
+    """A port path that exists and is no pty link (a real device, a file) is left alone."""
+    real = tmp_path / "grbl.tty"
+    real.write_text("not a pty")
+    cell = load(cell_text(tmp_path))
+    emu = CncEmulator([cell.devices["g"].driver], auto=False)
+    with pytest.raises(OSError, match="is not a pseudo-terminal link"):
+        await emu.start()
+    await emu.stop()
+    assert real.read_text() == "not a pty"

@@ -100,7 +100,6 @@ class CncDriver(Driver):
         self.state_group = min(self._groups, key=lambda g: (spec.intervals.get(g, 1.0), g)) if self._groups else ""
         self._connected_once = False
         self._last_grbl_state = ""
-        self._last_alarm_seen: Any = None
         self._haas: dict[tuple[int, int | None], haas.Answer] = {}
         self._haas_full500: haas.Answer | None = None
         self.streamer = GcodeStreamer(stream_dir) if dialect == "grbl" else None
@@ -294,13 +293,10 @@ class CncDriver(Driver):
         conv = self.conv
         assert isinstance(conv, GrblConversation)
         rep = await conv.status()
-        self.stats.values += 0
         state = grbl.MACHINE_STATE[rep.state]
         if self._last_grbl_state == "Run" and rep.state == "Idle":
             self.machine.add_parts(1)  # a cycle ran to its end
         self._last_grbl_state = rep.state
-        if state != "alarm":
-            self._last_alarm_seen = None
         self.machine.set_state(state)
         return rep
 

@@ -25,6 +25,11 @@ from .machines import GrblMachine, HaasMachine
 log = logging.getLogger("edged.drivers.cnc.emulator")
 
 
+def _our_link(path: str) -> bool:
+    """True for a symlink to a pseudo-terminal (what the emulator makes), never a real device link."""
+    return os.path.islink(path) and os.readlink(path).startswith("/dev/pts/")
+
+
 class Endpoint:
     """Serves one simulated machine on a pty (linked at ``path``) or a TCP address."""
 
@@ -74,6 +79,9 @@ class Endpoint:
         """A (new) pty pair with the port path linked to its slave: the adapter is plugged in."""
         if self.master is not None or self.is_tcp:
             return
+        if os.path.lexists(self.url) and not _our_link(self.url):
+            raise OSError(f"{self.url} exists and is not a pseudo-terminal link: the emulator will not replace it "
+                          f"(give the device a port path of its own for simulation)")
         master, slave = os.openpty()
         tty.setraw(slave)
         os.set_blocking(master, False)
@@ -100,7 +108,7 @@ class Endpoint:
         if self._keep_slave is not None:
             os.close(self._keep_slave)
         self.master = self._keep_slave = None
-        if os.path.islink(self.url):
+        if _our_link(self.url):
             os.unlink(self.url)
 
     def _readable(self) -> None:

@@ -304,6 +304,10 @@ class TcpStream(ByteStream):
 
 def _apply_lines(ser: Any, settings: StreamSettings) -> None:
     """Flow control and DTR/RTS after open; a pseudo-terminal that refuses one is logged, not fatal."""
+    import termios
+
+    import serial
+
     pty = is_pty(settings.url)
     for attr in ("xonxoff", "rtscts", "dtr", "rts"):
         value = getattr(settings, attr)
@@ -311,10 +315,10 @@ def _apply_lines(ser: Any, settings: StreamSettings) -> None:
             continue
         try:
             setattr(ser, attr, value)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, termios.error, serial.SerialException) as exc:
             code = getattr(exc, "errno", None)
             if not pty or code not in (errno.EINVAL, errno.ENOTTY, None):
-                raise
+                raise OSError(code or errno.EIO, f"{settings.url}: cannot set {attr}={value}: {exc}") from None
             log.info("serial %s is a pseudo-terminal that refuses %s=%s: ignored", settings.url, attr, value)
 
 
