@@ -68,8 +68,8 @@ class Conversation:
                         self._malformed(str(exc))
                 noise = self.splitter.noise + self.splitter.overflows
                 if noise != self._noise_seen:
-                    for _ in range(noise - self._noise_seen):
-                        self.stats.error("noise")
+                    errors = self.stats.errors
+                    errors["noise"] = errors.get("noise", 0) + noise - self._noise_seen
                     self._noise_seen = noise
         except (StreamClosed, OSError) as exc:
             self._lose(exc)
@@ -110,6 +110,9 @@ class Conversation:
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            fut.cancel()  # abandoned: its answer must fill its place, not a later request's
+            raise
         except TimeoutError:
             fut.cancel()  # its place stays queued: a late answer fills it, not a later request
             self.stats.timeouts += 1
