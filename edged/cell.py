@@ -219,7 +219,8 @@ def _parse_devices(root: Section, scans: dict[str, ScanSpec],
                 slot += 1
         if not tag_secs and cls is not None:
             dsec.error("tag", "expected at least one tag table (device.<name>.tag.<tag>)")
-        state_sec = dsec.section("state")
+        # read only when present, so that "unknown key" messages of drivers keep listing their own keys
+        state_sec = dsec.section("state") if dsec.has("state") else None
         rules = None
         if state_sec is not None:
             from edged.machine_state import parse_state_table
