@@ -29,7 +29,7 @@ def tag_name(field: str) -> str:
     return field.replace(".", "_").replace(":", "_")
 
 
-def cell_text(tmp: Path, *, grbl_port: str | None = None, haas_port: str | None = None, timeout: float = 0.5,
+def cell_text(tmp: Path, *, grbl_port: str | None = None, haas_port: str | None = None, timeout: float = 1.0,
               extra: str = "", head: str = "") -> str:
     """A cell with device ``g`` (GRBL, every field) and ``h`` (Haas, every field)."""
     grbl_port = grbl_port or str(tmp / "grbl.tty")

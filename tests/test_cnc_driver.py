@@ -29,7 +29,7 @@ def _values(readings: list[Reading]) -> dict[str, object]:
 @pytest.fixture
 async def rig(tmp_path: Path):
     """A cell with a GRBL machine on a pty and a Haas machine on TCP, emulated; drivers connected."""
-    cell = load(cell_text(tmp_path))
+    cell = load(cell_text(tmp_path, timeout=1.0))
     emu = await _emulator(cell)
     g, h = cell.devices["g"].driver, cell.devices["h"].driver
     await g.connect()
@@ -136,22 +136,22 @@ async def test_late_answers_are_never_taken_for_a_later_request(rig) -> None:
     """A timed-out request's answer arrives later: it is discarded, the next request gets its own answer;
     two timeouts in a row drop the connection."""
     cell, emu, g, h = rig
-    emu.endpoints["g"].delay_s = 0.8  # > timeout_s 0.5
+    emu.endpoints["g"].delay_s = 1.5  # > timeout_s 1.0
     with pytest.raises(ReadFailed):
         await g.read("fast")
     emu.endpoints["g"].delay_s = 0.0
     emu.start_program("g")  # the late report says Idle; the next one says Run
-    await asyncio.sleep(0.4)
+    await until(lambda: g.conv.late >= 1)  # (the emulator could otherwise send the next answer first)
     vals = _values(await g.read("fast"))
     assert vals["status_state"] == "Run"
     assert g.conv.late >= 1 and g.stats.timeouts == 1
 
-    emu.endpoints["h"].delay_s = 0.8
+    emu.endpoints["h"].delay_s = 1.5
     with pytest.raises(ReadFailed):
         await h.read("default")
     emu.endpoints["h"].delay_s = 0.0
     emu.machine("h").serial = "7654321"
-    await asyncio.sleep(0.5)
+    await until(lambda: h.conv.late >= 1)
     vals = _values(await h.read("default"))
     assert vals["q100_serial"] == "7654321"
 
