@@ -252,3 +252,28 @@ async def test_line_driver_under_a_device_runner_survives_an_unplugged_adapter(t
         stop.set()
         await server
         pty.unplug()
+
+
+async def test_writes_never_block_when_the_line_does_not_drain(tmp_path: Path) -> None:
+    """A peer that does not read: writes queue without blocking the loop; they drain once it reads; a
+    line that never drains is given up as lost instead of growing without bound."""
+    from edged.transport import stream as st
+
+    pty = Pty(tmp_path / "ttyV2")
+    s = await open_stream(StreamSettings(str(pty.link)), 1.0)
+    try:
+        chunk = b"G1 X1 Y1 F100\n" * 100
+        for _ in range(150):  # 210 kB, far more than a pty buffers (64 kB + 4 kB)
+            s.write(chunk)
+        drained = asyncio.create_task(s.drain())
+        await asyncio.sleep(0.05)
+        assert not drained.done()  # queued, and the loop kept running meanwhile
+        got = await pty.read(len(chunk) * 150, timeout=20)
+        assert got == chunk * 150
+        await asyncio.wait_for(drained, 10)
+        with pytest.raises(StreamClosed, match="does not take data"):
+            for _ in range(4 * st.MAX_WRITE_BUFFER // len(chunk)):
+                s.write(chunk)
+    finally:
+        s.close()
+        pty.unplug()
