@@ -122,8 +122,8 @@ async def test_garbage_noise_and_split_lines_do_not_desynchronize(rig) -> None:
     for dev in ("g", "h"):
         emu.endpoints[dev].split = True
     for i in range(5):
-        emu.inject("g", b"\x00\xfe garbage line\r\n[MSG:hello]\r\nnonsense")
-        emu.inject("h", b"\x02NOT AN ANSWER\x17\r\n>\x01junk")
+        emu.inject_bytes("g", b"\x00\xfe garbage line\r\n[MSG:hello]\r\nnonsense")
+        emu.inject_bytes("h", b"\x02NOT AN ANSWER\x17\r\n>\x01junk")
         gv = _values(await g.read("fast"))
         hv = _values(await h.read("default"))
         assert gv["status_state"] == "Idle" and gv["msg"] == "hello"
@@ -266,3 +266,41 @@ async def test_the_emulator_never_replaces_a_real_port_path(tmp_path: Path) -> N
         await emu.start()
     await emu.stop()
     assert real.read_text() == "not a pty"
+
+
+async def test_fault_api_each_fault_is_felt_and_recovered_from(tmp_path: Path) -> None:
+    """The faults `edged simulate` can play on a CNC machine: each one disturbs the device (bad values or
+    down) and it is up with good values again after the undo."""
+    cell = load(cell_text(tmp_path, timeout=0.3))
+    emu = await _emulator(cell)
+    runners = {n: DeviceRunner(cell.devices[n], cell.scans, [].extend) for n in ("g", "h")}
+    got: dict[str, list[Reading]] = {"g": [], "h": []}
+    for n, r in runners.items():
+        r.deliver = got[n].extend
+    tasks = [asyncio.create_task(r.run()) for r in runners.values()]
+    try:
+        every = (("stop", "", "start"), ("latency", "700ms", "clear"), ("drop", "1", "clear"), ("malformed", "", "clear"),
+                 ("unplug", "", "replug"))
+        for name, faults in (("g", every), ("h", every[:1] + every[3:])):  # (h polls once a second: fewer)
+            r = runners[name]
+            for fault, arg, undo in faults:
+                await until(lambda: r.state is DeviceState.UP)
+                n = len(got[name])
+                await emu.inject(name, fault, arg)
+                await until(lambda: r.state is not DeviceState.UP or any(x.quality is Quality.BAD
+                                                                          for x in got[name][n:]))
+                await emu.inject(name, undo)
+                n = len(got[name])
+                await until(lambda: r.state is DeviceState.UP and any(
+                    x.quality is Quality.GOOD for x in got[name][n:]), timeout=30)
+        with pytest.raises(Exception, match="cannot inject 'plc-stop'"):
+            await emu.inject("g", "plc-stop")
+        await cell.devices["g"].driver.write(cell.tags["g.cmd_feed_hold"], True)
+        await until(lambda: emu.writes_seen()["g"] == 1)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for r in runners.values():
+            await r.stop()
+        await emu.stop()

@@ -5,7 +5,8 @@ symlink to its slave side, as ``/dev/serial/by-id/...`` links to a ``ttyUSB`` no
 closes the pty and removes the link (the driver sees EIO, then an absent port), ``replug()`` makes a
 new pty under the same path (a new ``/dev/pts/N``, as an adapter that comes back under another
 name). Fault hooks for tests and the HIL kit: ``unplug``, ``replug``, ``alarm``, ``feed_hold``,
-``cycle_start``, ``start_program``, ``reset``, ``inject`` (raw bytes: noise), ``delay_s``, ``split``.
+``cycle_start``, ``start_program``, ``reset``, ``inject_bytes`` (raw bytes: noise), ``delay_s``, ``split``;
+and the fault API of ``edged simulate`` (``faults``, ``inject(device, fault, arg)``, ``writes_seen``).
 """
 from __future__ import annotations
 
@@ -17,12 +18,21 @@ import tty
 from typing import Any
 
 from edged.driver import Driver, Emulator
+
+try:  # the fault contract of edged simulate (docs/simulate.md), where the core has it
+    from edged.driver import FaultUnsupported  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - a core without the fault API
+    class FaultUnsupported(Exception):  # type: ignore[no-redef]
+        """An emulator was asked for a fault it cannot play."""
 from edged.tag import Tag
 from edged.transport.stream import parse_tcp_url
 
 from .machines import GrblMachine, HaasMachine
 
 log = logging.getLogger("edged.drivers.cnc.emulator")
+
+
+_GARBLE = bytes.maketrans(b"0123456789,", b"##########;")
 
 
 def _our_link(path: str) -> bool:
@@ -39,6 +49,9 @@ class Endpoint:
         self.machine = machine
         self.delay_s = 0.0  # answers are sent this late (timeouts, late answers)
         self.split = False  # answers are sent in small pieces (split lines)
+        self.drop = 0.0  # share of answers never sent
+        self.malformed = False  # answers are garbled (digits replaced)
+        self.commands_seen = 0  # real-time commands received (!, ~, Ctrl-X)
         self.master: int | None = None
         self._keep_slave: int | None = None
         self.slave_name = ""
@@ -138,6 +151,26 @@ class Endpoint:
                 self._writers.remove(writer)
             writer.close()
 
+    async def stop_serving(self) -> None:
+        """The endpoint goes away: TCP stops listening (and drops clients); a pty is unplugged."""
+        if self.is_tcp:
+            if self._server is not None:
+                self._server.close()
+                self.drop_clients()
+                await self._server.wait_closed()
+                self._server = None
+        else:
+            self.unplug()
+
+    async def start_serving(self) -> None:
+        """The endpoint comes back."""
+        if self.is_tcp:
+            if self._server is None:
+                host, port = parse_tcp_url(self.url)
+                self._server = await asyncio.start_server(self._client, host, port)
+        else:
+            self.replug()
+
     def drop_clients(self) -> None:
         """Close every TCP connection (the TCP form of an unplugged cable)."""
         for w in list(self._writers):
@@ -148,7 +181,12 @@ class Endpoint:
     def _handle(self, data: bytes) -> None:
         self.received += data[-4096:]
         del self.received[:-4096]
+        self.commands_seen += sum(data.count(c) for c in (b"!", b"~", b"\x18"))
         out = self.machine.feed_bytes(data)
+        if out and self.drop and self._rng.random() < self.drop:
+            return
+        if out and self.malformed:
+            out = out.translate(_GARBLE)
         if out:
             if self.delay_s:
                 assert self._loop is not None
@@ -192,6 +230,16 @@ class Endpoint:
             self.drop_clients()
             await self._server.wait_closed()
         self.unplug()
+
+
+def _seconds(text: str) -> float:
+    """``200ms``, ``1.5s`` or a bare number of milliseconds, as seconds."""
+    text = text.strip()
+    if text.endswith("ms"):
+        return float(text[:-2]) / 1000
+    if text.endswith("s"):
+        return float(text[:-1])
+    return float(text) / 1000
 
 
 class CncEmulator(Emulator):
@@ -259,9 +307,50 @@ class CncEmulator(Emulator):
         if out:
             ep.send(out)
 
-    def inject(self, device: str, data: bytes) -> None:
+    def inject_bytes(self, device: str, data: bytes) -> None:
         """Write raw bytes to the line (noise, garbage, unsolicited messages)."""
         self.endpoints[device].send(data)
+
+    # -- the fault API of edged simulate (docs/simulate.md) ---------------------------------
+    faults = frozenset({"stop", "start", "latency", "drop", "malformed", "unplug", "replug", "clear", "alarm",
+                        "feed-hold", "cycle-start", "reset"})
+
+    async def inject(self, device: str, fault: str, arg: str = "") -> None:
+        """Play a fault on one machine: ``stop``/``start``, ``latency`` (``200ms``), ``drop`` (share),
+        ``malformed``, ``unplug``/``replug``, ``clear``, and machine events ``alarm`` (code), ``feed-hold``,
+        ``cycle-start``, ``reset``."""
+        ep = self.endpoints[device]
+        if fault == "stop":
+            await ep.stop_serving()
+        elif fault == "start":
+            await ep.start_serving()
+        elif fault == "latency":
+            ep.delay_s = _seconds(arg or "500ms")
+        elif fault == "drop":
+            ep.drop = min(1.0, max(0.0, float(arg or 1.0)))
+        elif fault == "malformed":
+            ep.malformed = True
+        elif fault == "unplug":
+            self.unplug(device)
+        elif fault == "replug":
+            self.replug(device)
+        elif fault == "clear":
+            ep.delay_s, ep.drop, ep.malformed = 0.0, 0.0, False
+        elif fault == "alarm":
+            self.alarm(device, int(arg or 1))
+        elif fault == "feed-hold":
+            self.feed_hold(device)
+        elif fault == "cycle-start":
+            self.cycle_start(device)
+        elif fault == "reset":
+            self.reset(device)
+        else:
+            raise FaultUnsupported(f"the CncEmulator cannot inject {fault!r} (it supports: "
+                                   f"{', '.join(sorted(self.faults))})")
+
+    def writes_seen(self) -> dict[str, int]:
+        """Real-time commands (feed hold, cycle start, reset) each machine received."""
+        return {name: ep.commands_seen for name, ep in self.endpoints.items()}
 
     # -- values --------------------------------------------------------------------
     def set_value(self, tag: Tag, value: Any) -> None:
