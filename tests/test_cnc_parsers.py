@@ -148,7 +148,7 @@ def test_splitter_haas_frames() -> None:
 LINES = ["ok", "error:22", "ALARM:1", "<Idle|MPos:0.000,0.000,0.000|FS:0,0>", "[MSG:x]", "$110=500.000"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(st.binary(max_size=400))
 def test_grbl_parser_raises_only_its_own_error(data: bytes) -> None:
     """Arbitrary bytes through the splitter and the GRBL parser: lines or FramingError, nothing else."""
@@ -160,7 +160,7 @@ def test_grbl_parser_raises_only_its_own_error(data: bytes) -> None:
             pass
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(st.binary(max_size=400))
 def test_haas_parser_raises_only_its_own_error(data: bytes) -> None:
     """Arbitrary bytes through the framed splitter and the Haas parser: answers or FramingError."""
@@ -172,7 +172,7 @@ def test_haas_parser_raises_only_its_own_error(data: bytes) -> None:
             pass
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(st.lists(st.sampled_from(LINES), min_size=1, max_size=8), st.binary(max_size=40).filter(
     lambda b: b"\r" not in b and b"\n" not in b), st.lists(st.integers(1, 50), max_size=10))
 def test_framing_resynchronizes_after_garbage_and_any_split(lines: list[str], garbage: bytes,
