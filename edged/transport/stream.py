@@ -338,7 +338,9 @@ async def open_stream(settings: StreamSettings, timeout: float = 5.0) -> ByteStr
     if not os.path.exists(settings.url):
         raise FileNotFoundError(errno.ENOENT, f"serial port {settings.url} is absent (adapter unplugged?)")
     try:
-        ser = open_serial(settings.serial())
+        # exclusive (TIOCEXCL) on real lines; not on a pty, whose other side (an emulator, socat) may keep
+        # it open so that the flag would outlive our close and refuse our own reconnect (EBUSY)
+        ser = open_serial(settings.serial(), exclusive=not is_pty(settings.url))
     except serial.SerialException as exc:
         raise OSError(getattr(exc, "errno", None) or errno.EIO, f"{settings.url}: {exc}") from None
     try:
