@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "aiomqtt==2.5.1",
     "paho-mqtt==2.2.0",
     "protobuf==7.36.2",
+    "tomli-w==1.2.0",  # writes the cell copy of `edged simulate --rewrite` (tomllib only reads)
 ]
 TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-asyncio==1.5.0", "cryptography==48.0.0",
                  "hypothesis==6.170.15"]

@@ -3,13 +3,15 @@
 # Thread: called only from the asyncio event-loop thread (the Modbus driver and its emulator), holding
 # the GIL at entry. `Program.decode`/`Program.readings` copy the response into a C buffer, then run the
 # per-value decode loop (word/byte order, sign, float reinterpretation, scale and offset) WITHOUT the
-# GIL over C arrays; Python objects are created afterwards, with the GIL. Encoding holds the GIL (it
+# GIL over C arrays; Python objects are created afterwards, with the GIL. `readings_from`/`decode_from`
+# read a response frame's bytes directly (TCP fast path) and run the short decode loop with the GIL. Encoding holds the GIL (it
 # handles Python ints of any size and strings). A Program is not shared between threads.
 
 from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from libc.math cimport isfinite, fabs
+from cpython.bytes cimport PyBytes_AS_STRING
 
 # Type codes: must match drivers/modbus/address.py (T_BIT ... T_COIL).
 cdef enum:
@@ -197,6 +199,23 @@ cdef class Program:
             self.regs[i] = <uint16_t>v
         return 0
 
+    cdef int _load_wire(self, bytes frame, Py_ssize_t pos) except -1:
+        """Copy registers (big-endian) or packed bits (LSB first) straight from a response's bytes."""
+        cdef const unsigned char* b = <const unsigned char*>PyBytes_AS_STRING(frame)
+        cdef Py_ssize_t have = len(frame) - pos
+        cdef Py_ssize_t need = (self.span + 7) // 8 if self.bit_table else 2 * self.span
+        cdef Py_ssize_t i
+        if pos < 0 or have < need:
+            raise ValueError(f"expected {need} data bytes, found {max(have, 0)}")
+        b += pos
+        if self.bit_table:
+            for i in range(self.span):
+                self.regs[i] = (b[i >> 3] >> (i & 7)) & 1
+        else:
+            for i in range(self.span):
+                self.regs[i] = <uint16_t>((b[2 * i] << 8) | b[2 * i + 1])
+        return 0
+
     cdef void _run(self) noexcept nogil:
         """Decode every value into raw[] (and eng[] for scaled numerics); no Python objects."""
         cdef int i, t
@@ -283,6 +302,27 @@ cdef class Program:
         for i in range(self.n):
             out.append(_tuple_new(cls, (tags[i], self._value(i), quality, ts_ns)))
         return out
+
+
+    def readings_from(self, bytes frame, Py_ssize_t pos, long long ts_ns, quality):
+        """Like ``readings()``, decoding the data bytes of a response frame that start at ``pos``."""
+        if self.factory is None or self.tags is None:
+            raise ValueError("readings_from() needs tags and a factory")
+        self._load_wire(frame, pos)
+        self._run()
+        cdef list out = []
+        cdef int i
+        cdef object cls = self.factory
+        cdef tuple tags = self.tags
+        for i in range(self.n):
+            out.append(_tuple_new(cls, (tags[i], self._value(i), quality, ts_ns)))
+        return out
+
+    def decode_from(self, bytes frame, Py_ssize_t pos):
+        """Like ``decode()``, from the data bytes of a response frame that start at ``pos``."""
+        self._load_wire(frame, pos)
+        self._run()
+        return [self._value(i) for i in range(self.n)]
 
 
 cdef inline object _check_int(value, object lo, object hi, str name):

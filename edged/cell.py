@@ -62,6 +62,7 @@ class Cell:
     control: Any = None
     log_level: str = "info"
     heartbeat_s: float = 0.0
+    simulate: dict[str, Any] = field(default_factory=dict)  # tag key -> value generator for `edged simulate`
 
 
 def load_cell(path: str | os.PathLike[str]) -> Cell:
@@ -145,11 +146,14 @@ def parse_cell(data: dict[str, Any], file: str, base_dir: Path | None = None) ->
     spool = parse_spool(root.section("spool"))
     sinks = parse_sinks(root.sections("sink"), tags)
     control = parse_control(root.sections("task"), tags)
+    from edged.simulation.generators import parse_simulate
+
+    simulate = parse_simulate(root.sections("simulate"), tags, base_dir)
     root.finish()
     issues.raise_if_any()
     return Cell(name=name, file=file, state_dir=state_dir, metrics=metrics, scans=scans, devices=devices,
                 tags=tags, spool=spool, sinks=sinks, control=control, log_level=log_level,
-                heartbeat_s=heartbeat_s if heartbeat_s is not None else 60.0)
+                heartbeat_s=heartbeat_s if heartbeat_s is not None else 60.0, simulate=simulate)
 
 
 def _parse_metrics(sec: Section | None) -> MetricsSpec:

@@ -81,6 +81,24 @@ class Emulator(abc.ABC):
     def get_value(self, tag: Tag) -> Any:
         """The engineering value the emulated device holds for a tag (e.g. after a write)."""
 
+    # Fault kinds an emulator may support (see docs/simulate.md): stop, start, latency (ms), drop (share
+    # 0..1), exception (code), malformed, silence-unit (unit id), clear, namespace-restart, unplug, replug,
+    # plc-stop, plc-run.
+    faults: ClassVar[frozenset[str]] = frozenset()
+
+    async def inject(self, device: str, fault: str, arg: str = "") -> None:
+        """Inject a fault into one emulated device (``clear`` undoes latency, drop, exception, malformed, silence)."""
+        raise FaultUnsupported(f"the {type(self).__name__} cannot inject {fault!r} (it supports: "
+                               f"{', '.join(sorted(self.faults)) or 'none'})")
+
+    def writes_seen(self) -> dict[str, int]:
+        """Writes each emulated device received (device name -> count), to prove what a test did not write."""
+        return {}
+
+
+class FaultUnsupported(Exception):
+    """An emulator was asked for a fault it cannot play."""
+
 
 class GroupMode(str, enum.Enum):
     """How a scan group's values reach edged: polled by the runtime's ScanGroup, or pushed by the driver."""

@@ -55,6 +55,12 @@ class RuntimeCollector(Collector):
         ovr = CounterMetricFamily("edged_scan_overruns", "Scan deadlines missed (skipped, never queued).",
                                   labels=["device", "scan"])
         scans = CounterMetricFamily("edged_scans", "Scan group polls completed.", labels=["device", "scan"])
+        unit_up = GaugeMetricFamily("edged_device_unit_up", "1 when a part of a device that fails on its own (a unit "
+                                                            "behind a gateway, a subscription) answers.",
+                                    labels=["device", "unit"])
+        gauges = GaugeMetricFamily("edged_device_gauge", "Driver facts about a device (negotiated PDU size, server "
+                                                         "service level, ...), by name.", labels=["device", "name"])
+        infos: list[InfoMetricFamily] = []
         for name, runner in rt.runners.items():
             st = runner.driver.stats
             up.add_metric([name, runner.device.spec.driver],
@@ -73,11 +79,29 @@ class RuntimeCollector(Collector):
             for g in runner.groups:
                 ovr.add_metric([name, g.name], g.overruns)
                 scans.add_metric([name, g.name], g.scans)
-        yield from (up, state, tags, req, vals, errs, tmo, rec, wr, ovr, scans)
+            for unit, ustate in sorted(st.unit_state.items()):
+                unit_up.add_metric([name, unit], 1.0 if ustate == "up" else 0.0)
+            facts = _driver_status(runner)
+            for fact, value in sorted(facts.get("gauges", {}).items()):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    gauges.add_metric([name, str(fact)], float(value))
+            info = facts.get("info")
+            if info:
+                fam = InfoMetricFamily("edged_device", "What a device says about itself (CPU order code, server "
+                                                       "product, build), read once at connect.",
+                                       labels=["device", "driver"])
+                fam.add_metric([name, runner.device.spec.driver], {str(k): str(v) for k, v in info.items()})
+                infos.append(fam)
+        yield from (up, state, tags, req, vals, errs, tmo, rec, wr, ovr, scans, unit_up, gauges)
+        yield from _merge_infos(infos)
         from edged.machine_state import metric_families
 
         yield from metric_families(self.machines)
 
+        tasks = GaugeMetricFamily("edged_asyncio_tasks", "asyncio tasks alive (counted every 5 s): flat in a healthy "
+                                                         "daemon.")
+        tasks.add_metric([], rt.stats.tasks)
+        yield tasks
         emitted = CounterMetricFamily("edged_samples_emitted", "Samples that passed report-by-exception into the "
                                                                 "spool.")
         emitted.add_metric([], rt.stats.samples)
@@ -104,6 +128,27 @@ class RuntimeCollector(Collector):
                     g.add_metric([t.device, t.name, t.unit], float(value))
             yield g
             yield q
+
+
+def _driver_status(runner: object) -> dict:
+    """A driver's status() facts; a failing status() must never break a scrape."""
+    try:
+        facts = runner.driver.status()  # type: ignore[attr-defined]
+    except Exception as exc:  # a driver bug: logged at debug, the scrape goes on
+        log.debug("status() of %s failed: %r", getattr(runner, "name", "?"), exc)
+        return {}
+    return facts if isinstance(facts, dict) else {}
+
+
+def _merge_infos(infos: list[InfoMetricFamily]) -> Iterator[InfoMetricFamily]:
+    """One edged_device_info family with a sample per device."""
+    if not infos:
+        return
+    merged = InfoMetricFamily("edged_device", "What a device says about itself (CPU order code, server product, "
+                                              "build), read once at connect.")
+    for fam in infos:
+        merged.samples.extend(fam.samples)
+    yield merged
 
 
 def serve(registry: CollectorRegistry, host: str, port: int) -> tuple[object, object]:

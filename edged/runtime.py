@@ -28,14 +28,17 @@ class RuntimeStats:
 
     values: int = 0
     samples: int = 0
+    tasks: int = 0  # asyncio tasks alive at the last count
     writes_refused: dict[str, int] = field(default_factory=dict)
 
 
 class Runtime:
     """The daemon: start() brings everything up in order, stop() takes it down without losing accepted data."""
 
-    def __init__(self, cell: Cell, *, registry: CollectorRegistry | None = None, serve_metrics: bool = True) -> None:
+    def __init__(self, cell: Cell, *, registry: CollectorRegistry | None = None, serve_metrics: bool = True,
+                 read_only: bool = False) -> None:
         self.cell = cell
+        self.read_only = read_only  # no write reaches any device, and no control task runs
         self.registry = registry or CollectorRegistry()
         self.stats = RuntimeStats()
         self.current: dict[str, tuple[Any, int, int]] = {}
@@ -75,8 +78,8 @@ class Runtime:
         """Queue samples for the spool (the only way data reaches sinks).
 
         Samples produced in one turn of the event loop (scans of several devices, control outputs)
-        go to the spool in one append: one commit, and with ``durability = "batch"`` one fsync,
-        instead of one per scan.
+        go to the spool in one append: an in-memory hand-over to the spool's writer thread, which
+        commits (and fsyncs) at most every ``commit_interval_ms``; acquisition never waits for the disk.
         """
         self.stats.samples += len(samples)
         if self.spool is None:
@@ -97,6 +100,8 @@ class Runtime:
         tag = self.cell.tags.get(key)
         if tag is None:
             return self._refuse("unknown_tag", key, f"{key}: no such tag", source)
+        if self.read_only:
+            return self._refuse("read_only_mode", key, f"{key}: edged runs read-only (--read-only)", source)
         try:
             checked = check_write(tag, value)
         except WriteRefused as exc:
@@ -156,15 +161,24 @@ class Runtime:
                 else cell.metrics.port
             host = cell.metrics.host if ":" not in cell.metrics.host else f"[{cell.metrics.host}]"
             self.metrics_url = f"http://{host}:{port}/metrics"
-        if cell.control is not None:
+        if cell.control is not None and self.read_only:
+            log.warning("read-only: the cell's control tasks do not run and no write reaches a device")
+        elif cell.control is not None:
             from edged.control import ControlPlane
 
             self.control = ControlPlane(cell.control, cell.tags, self.registry)
             self.control.start(asyncio.get_running_loop(), self.append, self.write_tag)
         for name, runner in self.runners.items():
             self._tasks.append(asyncio.create_task(_supervise(runner.run, f"device {name}"), name=f"device:{name}"))
+        self._tasks.append(asyncio.create_task(self._count_tasks(), name="count-tasks"))
         log.info("cell %s running: %d device(s), %d tag(s), %d sink(s)%s", cell.name, len(self.runners),
                  len(cell.tags), len(self.sinks), f", metrics on {self.metrics_url}" if self.metrics_url else "")
+
+    async def _count_tasks(self, every_s: float = 5.0) -> None:
+        """Keep the number of asyncio tasks for the metrics (a leak shows as a rising edged_asyncio_tasks)."""
+        while True:
+            self.stats.tasks = len(asyncio.all_tasks())
+            await asyncio.sleep(every_s)
 
     async def stop(self) -> None:
         """Stop scans (no new data), then control (its last writes still reach open drivers), then close the

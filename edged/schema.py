@@ -221,13 +221,3 @@ def valid_name(name: str) -> bool:
     """True for names usable as device, tag, sink or block names."""
     return bool(name) and all(c.isalnum() or c in "_-" for c in name) and name[0] not in "-"
 
-
-def check_choices(section: Section, key: str, value: str, choices: dict[str, Any]) -> Any:
-    """Map a string through a dict of choices, recording an issue when it is not one of them."""
-    if value not in choices:
-        section.error(key, f"expected one of {', '.join(repr(c) for c in choices)}, found {value!r}")
-        return None
-    return choices[value]
-
-
-Validator = Callable[[Any], str | None]

@@ -304,3 +304,26 @@ async def test_fault_api_each_fault_is_felt_and_recovered_from(tmp_path: Path) -
         for r in runners.values():
             await r.stop()
         await emu.stop()
+
+
+async def test_a_dropped_answer_does_not_poison_later_requests(rig) -> None:
+    """An answer that never comes (dropped on the line) is given up: Haas when a later request is answered
+    (answers come in order), GRBL when it is older than two timeouts; reads then work on the same connection."""
+    cell, emu, g, h = rig
+    emu.endpoints["h"].drop = 1.0
+    with pytest.raises(ReadFailed):
+        await h.read("default")
+    emu.endpoints["h"].drop = 0.0
+    conv = h.conv
+    ans = await conv.ask(102)  # another command answered: the dropped one is not coming
+    assert ans.values["value"] == "VF2SSYT" and conv.unanswered == 1
+    vals = _values(await h.read("default"))
+    assert vals["q500_parts"] == 4523 and h.conv is conv
+
+    emu.endpoints["g"].drop = 1.0
+    with pytest.raises(ReadFailed):
+        await g.read("fast")
+    emu.endpoints["g"].drop = 0.0
+    await asyncio.sleep(1.2)  # the dropped query is now two timeouts old
+    vals = _values(await g.read("fast"))
+    assert vals["status_state"] == "Idle" and g.conv.unanswered == 1

@@ -272,8 +272,8 @@ def test_rtu_line_with_two_units_read_and_write_through_the_cli(tmp_path: Path) 
         both.stop()
 
 
-def test_serial_port_refusing_its_settings_is_a_clear_device_error(tmp_path: Path) -> None:
-    """Linux ptys refuse parity and 7 data bits (EINVAL): the device is unavailable, with a clear message."""
+def test_pty_refusing_parity_still_opens_and_says_so_once(tmp_path: Path) -> None:
+    """Linux ptys may refuse parity (EINVAL): the port opens anyway (one info line), nobody answers here."""
     import shutil
     import subprocess
 
@@ -288,7 +288,8 @@ def test_serial_port_refusing_its_settings_is_a_clear_device_error(tmp_path: Pat
         r = Proc(["read", "-c", str(cell), "--json"], tmp_path)
         assert r.wait() == 1
         assert json.loads(r.stdout)[0]["quality"] == "bad"
-        assert "cannot open serial" in r.stderr and "Traceback" not in r.stderr
+        assert "cannot open serial" not in r.stderr and "Traceback" not in r.stderr
+        assert "no response within 0.3 s" in r.stderr      # the port opened; no device on the far end
     finally:
         socat.terminate()
         socat.wait(5)

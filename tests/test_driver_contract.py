@@ -200,3 +200,18 @@ async def test_abort_runs_when_a_call_is_abandoned_and_a_worker_that_never_retur
     while w.alive and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     assert not w.alive
+
+
+def test_per_unit_state_and_driver_facts_are_exported(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    cell = _cell(tmp_path)
+    drv = cell.devices["polled"].driver
+    drv.stats.unit_state.update({"unit 1": "up", "unit 9": "silent"})
+    drv.status = lambda: {"info": {"order_code": "6ES7 214-1AG40-0XB0"}, "gauges": {"pdu_size": 480}}
+    rt = Runtime(cell, serve_metrics=False)
+    text = generate_latest(rt.registry).decode()
+    assert 'edged_device_unit_up{device="polled",unit="unit 1"} 1.0' in text
+    assert 'edged_device_unit_up{device="polled",unit="unit 9"} 0.0' in text
+    assert 'edged_device_gauge{device="polled",name="pdu_size"} 480.0' in text
+    assert 'order_code="6ES7 214-1AG40-0XB0"' in text

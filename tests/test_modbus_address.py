@@ -200,9 +200,15 @@ BAD_DEVICES = [
     ({"max_bits": 0}, f"{D}.max_bits", "expected a value between 1 and 2000, found 0"),
     ({"max_gap": -1}, f"{D}.max_gap", "expected a value between 0 and 125, found -1"),
     ({"bit_write": "rmw"}, f"{D}.bit_write", "expected one of 'mask', 'read_modify_write', found 'rmw'"),
+    ({"client": "libmodbus"}, f"{D}.client", "expected one of 'edged', 'pymodbus', found 'libmodbus'"),
+    ({"max_outstanding": 0}, f"{D}.max_outstanding", "expected a value between 1 and 64, found 0"),
+    ({"link_timeouts": 0}, f"{D}.link_timeouts", "expected a value between 1 and 1000, found 0"),
+    ({"client": "pymodbus", "max_outstanding": 4}, f"{D}.max_outstanding",
+     "expected 1 with client = \"pymodbus\" (it sends one request at a time), found 4"),
     ({"slave": 1}, f"{D}.slave", "unknown key (allowed here: backoff_initial_s, backoff_max_s, baudrate, bit_write, "
-                                 "bytesize, description, driver, host, max_bits, max_gap, max_gap_bits, "
-                                 "max_registers, parity, port, stopbits, tag, timeout_s, transport, unit_id)"),
+                                 "bytesize, client, description, driver, host, link_timeouts, max_bits, max_gap, "
+                                 "max_gap_bits, max_outstanding, max_registers, parity, port, stopbits, tag, "
+                                 "timeout_s, transport, unit_id)"),
 ]
 
 

@@ -386,21 +386,33 @@ async def test_rtu_line_shared_by_two_units_with_one_silent(tmp_path: Path) -> N
 
 
 async def test_rtu_devices_must_agree_on_line_settings(tmp_path: Path) -> None:
+    """Caught at load (edged check) by the driver's cell-level check, through another name of the same port; and
+    still refused at connect if devices of different cells ever met on one line."""
+    from edged.cell import parse_cell
+    from edged.errors import ConfigError
+    import tomllib
+
     with socat_pair(tmp_path) as (near, far):
         alias = tmp_path / "by-id-alias"          # another name of the same line, like /dev/serial/by-id
         alias.symlink_to(near)
-        doc = rtu_doc(near).replace("baudrate = 115200\nunit_id = 2", "baudrate = 9600\nunit_id = 2")
-        doc = doc.replace(f'[device.conveyor]\ndriver = "modbus"\ntransport = "rtu"\nport = "{near}"',
-                          f'[device.conveyor]\ndriver = "modbus"\ntransport = "rtu"\nport = "{alias}"')
+        same = rtu_doc(near).replace("baudrate = 115200\nunit_id = 2", "baudrate = 9600\nunit_id = 2")
+        with pytest.raises(ConfigError, match=r"device\.conveyor\.baudrate: expected the same baudrate as device "
+                                              r"oven on serial port .*\(115200: .*found 9600"):
+            parse_cell(tomllib.loads(same), "cell.toml")
+        doc = same.replace(f'[device.conveyor]\ndriver = "modbus"\ntransport = "rtu"\nport = "{near}"',
+                           f'[device.conveyor]\ndriver = "modbus"\ntransport = "rtu"\nport = "{alias}"')
         assert str(alias) in doc
-        drivers, _, emu = await started(doc, serial_peers={near: far})
+        ok, _, emu = await started(rtu_doc(near), serial_peers={near: far})
         try:
-            await drivers["oven"].connect()
+            await ok["oven"].connect()
+            from dataclasses import replace
+
+            bad = load_devices(doc.replace("baudrate = 9600", "baudrate = 115200"))[0]["conveyor"].driver
+            bad.settings = replace(bad.settings, serial=replace(bad.settings.serial, baudrate=9600))
             with pytest.raises(DeviceUnavailable, match=r"serial settings .* 9600 8N1 differ .* 115200 8N1"):
-                await drivers["conveyor"].connect()
+                await bad.connect()
         finally:
-            await drivers["oven"].close()
-            await drivers["conveyor"].close()
+            await ok["oven"].close()
             await emu.stop()
 
 

@@ -125,6 +125,7 @@ async def test_per_tag_topics_and_gap_messages(tmp_path: Path, mosquitto: Broker
     sp = Spool.open(tmp_path / "spool", SpoolSpec(max_bytes=4096, overflow="drop_newest"), ["up"])
     for i in range(20):
         sp.append(batch(i * 10, 5, "press1", "a") + batch(i * 10 + 5, 5, "press1", "b"))
+    sp.flush()  # committed (and the overflow counted) by the spool's writer thread
     dropped = sp.stats().dropped_total
     assert dropped > 0
     col = Collector(mosquitto, ["line3/#"], client_id="col-tag").start()

@@ -78,6 +78,7 @@ async def test_dropped_samples_appear_as_gap_lines(tmp_path: Path) -> None:
     sp = Spool.open(tmp_path / "spool", SpoolSpec(max_bytes=2048, overflow="drop_newest"), ["local"])
     for i in range(30):
         sp.append([Sample(1000 + i * 10 + j, "press1", "counter", i * 10 + j, 0) for j in range(10)])
+    sp.flush()  # committed (and the overflow counted) by the spool's writer thread
     sink = JsonlSink(default_spec(), sp, ctx(tmp_path))
     task = await run_sink(sink)
     out = tmp_path / "samples.jsonl"

@@ -37,7 +37,9 @@ def spool(tmp_path: Path):
 
 def test_take_returns_oldest_first_across_and_within_chunks(spool: Spool) -> None:
     spool.append(samples(0, 5))
+    spool.flush()
     spool.append(samples(5, 5))
+    spool.flush()
     b1 = spool.take("a", 3)
     b2 = spool.take("a", 4)
     b3 = spool.take("a", 100)
@@ -53,6 +55,7 @@ def test_take_returns_oldest_first_across_and_within_chunks(spool: Spool) -> Non
 
 def test_acks_must_be_in_order(spool: Spool) -> None:
     spool.append(samples(0, 4))
+    spool.flush()
     b1, b2 = spool.take("a", 2), spool.take("a", 2)
     with pytest.raises(SpoolError, match="in order"):
         spool.ack(b2)
@@ -63,6 +66,7 @@ def test_acks_must_be_in_order(spool: Spool) -> None:
 
 def test_release_gives_back_the_batch_and_later_ones_in_the_same_order(spool: Spool) -> None:
     spool.append(samples(0, 6))
+    spool.flush()
     b1, b2, b3 = spool.take("a", 2), spool.take("a", 2), spool.take("a", 2)
     spool.ack(b1)
     spool.release(b2)  # b3 was taken after b2: it comes back too
@@ -73,6 +77,7 @@ def test_release_gives_back_the_batch_and_later_ones_in_the_same_order(spool: Sp
 def test_each_consumer_has_its_own_cursor_and_data_stays_until_all_acked(tmp_path: Path) -> None:
     sp = Spool.open(tmp_path, SpoolSpec(), ["a", "b"])
     sp.append(samples(0, 10))
+    sp.flush()
     assert drain(sp, "a") == list(range(10))
     assert sp.stats().depth_samples == 10
     assert sp.stats().lag_samples == {"a": 0, "b": 10}
@@ -85,6 +90,7 @@ def test_each_consumer_has_its_own_cursor_and_data_stays_until_all_acked(tmp_pat
 def test_reopen_resumes_after_the_last_ack_and_keeps_sequence_numbers(tmp_path: Path) -> None:
     sp = Spool.open(tmp_path, SpoolSpec(), ["a"])
     sp.append(samples(0, 10))
+    sp.flush()
     b = sp.take("a", 4)
     sp.ack(b)
     sp.take("a", 3)  # taken, never acked: comes back after restart
@@ -94,6 +100,7 @@ def test_reopen_resumes_after_the_last_ack_and_keeps_sequence_numbers(tmp_path: 
     sp.close()
     sp = Spool.open(tmp_path, SpoolSpec(), ["a"])
     sp.append(samples(10, 2))
+    sp.flush()
     b = sp.take("a", 10)
     assert [s.value for s in b.samples] == [10, 11] and b.first_seq == 11
     sp.close()
@@ -102,6 +109,7 @@ def test_reopen_resumes_after_the_last_ack_and_keeps_sequence_numbers(tmp_path: 
 def test_a_new_sink_gets_the_backlog_and_a_removed_sink_releases_its_data(tmp_path: Path) -> None:
     sp = Spool.open(tmp_path, SpoolSpec(), ["a"])
     sp.append(samples(0, 5))
+    sp.flush()
     sp.close()
     sp = Spool.open(tmp_path, SpoolSpec(), ["a", "new"])
     assert drain(sp, "new") == list(range(5))
@@ -116,6 +124,7 @@ def test_drop_oldest_counts_every_lost_sample_as_gaps(tmp_path: Path) -> None:
     total = 0
     for i in range(40):
         sp.append(samples(i * 10, 5, "press1") + samples(i * 10 + 5, 5, "press2"))
+        sp.flush()
         total += 10
     got: list[int] = []
     gap_count = 0
@@ -138,9 +147,11 @@ def test_drop_oldest_counts_every_lost_sample_as_gaps(tmp_path: Path) -> None:
 def test_drop_oldest_never_drops_what_a_sink_has_in_flight(tmp_path: Path) -> None:
     sp = Spool.open(tmp_path, SpoolSpec(max_bytes=2048), ["a"])
     sp.append(samples(0, 10))
+    sp.flush()
     inflight = sp.take("a", 10)
     for i in range(1, 30):
         sp.append(samples(i * 10, 10))
+        sp.flush()
     sp.ack(inflight)  # still valid: its chunk was not dropped
     rest = drain(sp, "a")
     gaps = sp.stats().dropped_total
@@ -152,6 +163,7 @@ def test_drop_newest_keeps_the_oldest_and_records_gaps(tmp_path: Path) -> None:
     sp = Spool.open(tmp_path, SpoolSpec(max_bytes=2048, overflow="drop_newest"), ["a"])
     for i in range(30):
         sp.append(samples(i * 10, 10))
+        sp.flush()
     b = sp.take("a", 10_000)
     values = [s.value for s in b.samples]
     assert values == list(range(len(values)))
@@ -165,6 +177,7 @@ def test_gaps_survive_restart_until_acked(tmp_path: Path) -> None:
     sp = Spool.open(tmp_path, SpoolSpec(max_bytes=2048, overflow="drop_newest"), ["a"])
     for i in range(30):
         sp.append(samples(i * 10, 10))
+        sp.flush()
     dropped = sp.stats().dropped_total
     b = sp.take("a", 5)
     sp.release(b)
@@ -180,8 +193,10 @@ def test_samples_older_than_max_age_are_dropped_and_reported(tmp_path: Path, mon
     monkeypatch.setattr(spool_mod, "_now_ns", lambda: now[0])
     sp = Spool.open(tmp_path, SpoolSpec(max_age_s=60.0), ["a"])
     sp.append(samples(0, 5))
+    sp.flush()
     now[0] += 30 * 10**9
     sp.append(samples(5, 5))
+    sp.flush()
     assert sp.stats().oldest_age_s == pytest.approx(30.0)
     now[0] += 31 * 10**9  # the first chunk is 61 s old now
     b = sp.take("a", 100)
@@ -199,6 +214,7 @@ def test_values_of_every_json_type_round_trip_through_disk(tmp_path: Path) -> No
     vals = [True, False, 0, -5, 2**64 - 1, 1.5, "text ü", None]
     sp = Spool.open(tmp_path, SpoolSpec(cache_samples=0), ["a"])
     sp.append([Sample(i, "d", "t", v, i % 3) for i, v in enumerate(vals)])
+    sp.flush()
     b = sp.take("a", 100)
     assert [s.value for s in b.samples] == vals
     assert [s.quality for s in b.samples] == [i % 3 for i in range(len(vals))]
@@ -210,7 +226,8 @@ async def test_wait_returns_when_data_arrives(spool: Spool) -> None:
     await asyncio.sleep(0)
     assert not waiter.done()
     spool.append(samples(0, 1))
-    await asyncio.wait_for(waiter, 30)
+    assert spool.take("a", 10) is None  # handed over, not yet committed: sinks see only committed samples
+    await asyncio.wait_for(waiter, 30)  # the writer thread's commit wakes the waiting sink
     await asyncio.wait_for(spool.wait("a", timeout=60), 30)  # data available: returns at once
     spool.ack(spool.take("a", 10))
     await spool.wait("a", timeout=0.01)  # nothing to take: returns after the timeout
@@ -245,18 +262,21 @@ def test_spool_config_values() -> None:
 
 
 def test_a_full_disk_drops_and_counts_new_samples_without_raising(tmp_path: Path) -> None:
-    sp = Spool.open(tmp_path, SpoolSpec(), ["a"])
+    sp = Spool.open(tmp_path, SpoolSpec(overflow="drop_newest"), ["a"])
     sp.append(samples(0, 10))
+    sp.flush()
     pages = sp._db.execute("PRAGMA page_count").fetchone()[0]
     sp._db.execute(f"PRAGMA max_page_count = {pages + 2}")  # SQLite reports "database or disk is full"
     big = 0
     for i in range(20):
         sp.append(samples(10 + i * 500, 500))  # most of these cannot be written
+        sp.flush()
         big += 500
     st = sp.stats()
     assert st.dropped_total > 0
     sp._db.execute("PRAGMA max_page_count = 1073741823")
     sp.append(samples(100_000, 5))
+    sp.flush()
     got, gaps = [], 0
     while (b := sp.take("a", 100_000)) is not None:
         got += [s.value for s in b.samples]
@@ -273,6 +293,7 @@ def test_overflow_with_two_sinks_reports_gaps_only_to_the_one_that_lost_data(tmp
     fast: list[int] = []
     for i in range(40):
         sp.append(samples(i * 10, 10))
+        sp.flush()
         total += 10
         fast += drain(sp, "fast")  # this sink keeps up
     slow: list[int] = []
@@ -289,6 +310,7 @@ def test_overflow_with_two_sinks_reports_gaps_only_to_the_one_that_lost_data(tmp
 
 def test_release_all_after_a_lost_connection(spool: Spool) -> None:
     spool.append(samples(0, 9))
+    spool.flush()
     taken = [spool.take("a", 3) for _ in range(3)]
     spool.ack(taken[0])
     spool.release_all("a")
@@ -300,6 +322,7 @@ def test_sustained_loss_is_logged_once_not_per_append(tmp_path: Path, caplog: py
     with caplog.at_level("WARNING", logger="edged.spool"):
         for i in range(200):
             sp.append(samples(i * 10, 10))
+            sp.flush()
             b = sp.take("a", 1)  # a sink that keeps taking (and so un-merging) gap records
             if b is not None:
                 sp.ack(b)
@@ -315,6 +338,7 @@ def test_a_corrupt_spool_file_is_moved_aside_and_acquisition_goes_on(tmp_path: P
     with caplog.at_level("ERROR", logger="edged.spool"):
         sp = Spool.open(tmp_path, SpoolSpec(), ["a"])
     sp.append(samples(0, 3))
+    sp.flush()
     assert drain(sp, "a") == [0, 1, 2]
     sp.close()
     aside = [p.name for p in tmp_path.iterdir() if p.name.startswith("spool.db.corrupt-")]
@@ -325,8 +349,33 @@ def test_a_corrupt_spool_file_is_moved_aside_and_acquisition_goes_on(tmp_path: P
 def test_a_spool_from_a_newer_format_is_refused_not_overwritten(tmp_path: Path) -> None:
     sp = Spool.open(tmp_path, SpoolSpec(), ["a"])
     sp.append(samples(0, 3))
+    sp.flush()
     sp._db.execute("UPDATE meta SET value=99 WHERE key='format'")
     sp.close()
     with pytest.raises(SpoolError, match="spool format 99 is not supported"):
         Spool.open(tmp_path, SpoolSpec(), ["a"])
     assert not [p for p in tmp_path.iterdir() if "corrupt" in p.name]
+
+
+def test_a_full_disk_with_drop_oldest_frees_the_oldest_chunks_for_new_samples(tmp_path: Path) -> None:
+    sp = Spool.open(tmp_path, SpoolSpec(overflow="drop_oldest"), ["a"])
+    for i in range(20):
+        sp.append(samples(i * 100, 100))
+        sp.flush()
+    sp._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages = sp._db.execute("PRAGMA page_count").fetchone()[0]
+    sp._db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full now
+    for i in range(20, 60):
+        sp.append(samples(i * 100, 100))
+        sp.flush()
+    st = sp.stats()
+    got, gaps = [], 0
+    while (b := sp.take("a", 100_000)) is not None:
+        got += [s.value for s in b.samples]
+        gaps += sum(g.count for g in b.gaps)
+        sp.ack(b)
+    assert st.dropped_total > 0 and st.commit_failures_total >= 1
+    assert gaps == st.dropped_total == 6000 - len(got)
+    assert got[-100:] == list(range(5900, 6000))  # the newest were kept: the oldest made room for them
+    assert got == sorted(got) and got[0] >= 100  # the oldest went first
+    sp.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from typing import Any, Callable
 
 from edged.driver import DriverStats
@@ -22,6 +23,8 @@ from . import grbl, haas
 from .framing import FramingError, LineSplitter
 
 log = logging.getLogger("edged.drivers.cnc")
+
+LOST_AFTER = 2  # a timed-out request whose answer has not come within this many timeouts never gets one
 
 
 class ControllerReset(Exception):
@@ -47,6 +50,7 @@ class Conversation:
         self.on_event = on_event or (lambda kind, value: None)
         self.lost: BaseException | None = None
         self.late = 0  # answers that arrived after their request timed out (discarded)
+        self.unanswered = 0  # timed-out requests given up as never answered
         self.malformed = 0
         self._timeouts_in_row = 0
         self._reader: asyncio.Task | None = None
@@ -140,8 +144,9 @@ class GrblConversation(Conversation):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.model = grbl.GrblModel()
-        self._status_q: collections.deque[asyncio.Future] = collections.deque()
-        self._cmd_q: collections.deque[tuple[asyncio.Future, list[grbl.Line]]] = collections.deque()
+        # (future, send time) per status query and (future, lines so far, send time) per command line
+        self._status_q: collections.deque[tuple[asyncio.Future, float]] = collections.deque()
+        self._cmd_q: collections.deque[tuple[asyncio.Future, list[grbl.Line], float]] = collections.deque()
         self.in_flight = 0  # bytes of command lines not yet answered (character counting)
         self._sizes: collections.deque[int] = collections.deque()
         self.reset_event = asyncio.Event()
@@ -160,7 +165,8 @@ class GrblConversation(Conversation):
         m = self.model
         kind = line.kind
         if kind == "status":
-            fut = self._status_q.popleft() if self._status_q else None
+            self._expire(self._status_q)
+            fut = self._status_q.popleft()[0] if self._status_q else None
             if fut is None or fut.done():
                 self.late += 1  # the answer of a timed-out query: its place, not a later one
                 return
@@ -175,10 +181,11 @@ class GrblConversation(Conversation):
                 self.on_event("error", line.code)
             if self._sizes:
                 self.in_flight -= self._sizes.popleft()
+            self._expire(self._cmd_q)
             if not self._cmd_q:
                 self.late += 1
                 return
-            fut, lines = self._cmd_q.popleft()
+            fut, lines, _ = self._cmd_q.popleft()
             if fut.done():
                 self.late += 1
             elif kind == "ok":
@@ -198,18 +205,28 @@ class GrblConversation(Conversation):
             self.fail_pending(ControllerReset(f"controller reset ({line.text})"))
             self.reset_event.set()
             self.on_event("reset", line.text)
-        elif self._cmd_q and not self._cmd_q[0][0].done():
+        elif self._cmd_q and not self._cmd_q[0][0].done():  # (a bracket/setting line of the head command)
             self._cmd_q[0][1].append(line)  # [VER:], [OPT:], $n=v ... of the command being answered
         else:
             self.late += 1
 
+    def _expire(self, queue: collections.deque) -> None:
+        """Drop timed-out places older than LOST_AFTER timeouts: their answers were lost (a dropped byte, a
+        controller that missed the ``?``), so the next answer belongs to a later request."""
+        limit = time.monotonic() - LOST_AFTER * self.timeout_s
+        while len(queue) > 1 and queue[0][0].done() and queue[0][-1] < limit:
+            queue.popleft()
+            self.unanswered += 1
+            if queue is self._cmd_q and self._sizes:
+                self.in_flight -= self._sizes.popleft()
+
     def fail_pending(self, exc: BaseException) -> None:
         """A reset or lost line: nothing outstanding will be answered."""
-        for fut in self._status_q:
+        for fut, _ in self._status_q:
             if not fut.done():
                 fut.set_exception(exc)
                 fut.exception()  # retrieved: the waiter may be gone
-        for fut, _ in self._cmd_q:
+        for fut, _, _ in self._cmd_q:
             if not fut.done():
                 fut.set_exception(exc)
                 fut.exception()
@@ -222,7 +239,7 @@ class GrblConversation(Conversation):
         """Send ``?`` and wait for its report (a reset while waiting: asked once more)."""
         for attempt in range(2):
             fut = asyncio.get_running_loop().create_future()
-            self._status_q.append(fut)
+            self._status_q.append((fut, time.monotonic()))
             self.send(grbl.STATUS_QUERY)
             self.stats.requests += 1
             try:
@@ -237,7 +254,7 @@ class GrblConversation(Conversation):
         """Send one command line now (the caller counts characters) and return the future of its answer."""
         data = text.encode("ascii") + b"\n"
         fut = asyncio.get_running_loop().create_future()
-        self._cmd_q.append((fut, []))
+        self._cmd_q.append((fut, [], time.monotonic()))
         self._sizes.append(len(data))
         self.in_flight += len(data)
         self.send(data)
@@ -264,7 +281,8 @@ class HaasConversation(Conversation):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._waiting: tuple[int, int | None, asyncio.Future] | None = None
-        self._abandoned: collections.deque[tuple[int, int | None]] = collections.deque()  # timed out, unanswered
+        # (number, macro arg, send time) of timed-out requests whose answers may still come
+        self._abandoned: collections.deque[tuple[int, int | None, float]] = collections.deque()
         self._lock = asyncio.Lock()
         self.first_retries = 0
 
@@ -275,7 +293,11 @@ class HaasConversation(Conversation):
         ans = haas.parse_answer(text)
         key = (ans.number, ans.arg if ans.number == 600 else None)
         ab = self._abandoned
-        if ab and (ab[0] == key or ans.number == 0):
+        limit = time.monotonic() - LOST_AFTER * self.timeout_s
+        while ab and ab[0][2] < limit:  # never answered (dropped): the next answer is a later request's
+            ab.popleft()
+            self.unanswered += 1
+        if ab and (ab[0][:2] == key or ans.number == 0):
             ab.popleft()  # answers come in order: this one belongs to the oldest timed-out request
             self.late += 1
             return
@@ -284,13 +306,17 @@ class HaasConversation(Conversation):
             number, arg, fut = w
             if key == (number, arg if number == 600 else None):
                 fut.set_result(ans)
+                self.unanswered += len(ab)
+                ab.clear()  # answers come in order: those of older timed-out requests are not coming
                 return
             if ans.number == 0:
                 fut.set_exception(RequestRefused(ans.values["error"]))
                 fut.exception()
                 return
-        if key in ab:
-            ab.remove(key)
+        for item in list(ab):
+            if item[:2] == key:
+                ab.remove(item)
+                break
         self.late += 1
 
     def fail_pending(self, exc: BaseException) -> None:
@@ -305,6 +331,7 @@ class HaasConversation(Conversation):
         async with self._lock:
             fut = asyncio.get_running_loop().create_future()
             self._waiting = (number, arg, fut)
+            sent = time.monotonic()
             self.send(haas.request(number, arg))
             self.stats.requests += 1
             try:
@@ -321,7 +348,7 @@ class HaasConversation(Conversation):
                 try:
                     return await self._await(fut, f"?Q{number}" + (f" {arg}" if arg is not None else ""))
                 except ReadFailed:
-                    self._abandoned.append((number, arg if number == 600 else None))
+                    self._abandoned.append((number, arg if number == 600 else None, sent))
                     raise
             finally:
                 self._waiting = None

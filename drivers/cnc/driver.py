@@ -463,9 +463,18 @@ class CncDriver(Driver):
         self._last_grbl_state = ""
 
     def status(self) -> dict[str, Any]:
-        """Dialect, line and the machine's normalized state."""
-        out: dict[str, Any] = {"dialect": self.dialect, "line": self.settings.describe(),
-                               "machine": self.machine.snapshot()}
-        if self.conv is not None:
-            out.update(late_answers=self.conv.late, malformed=self.conv.malformed)
+        """Dialect, line and what the controller says about itself (``info``), late and malformed answers,
+        and the machine's normalized state."""
+        info: dict[str, Any] = {"dialect": self.dialect, "line": self.settings.describe()}
+        conv = self.conv
+        if isinstance(conv, GrblConversation) and conv.model.version:
+            info["version"] = conv.model.version
+        for key, (number, vkey) in {"model": (102, "value"), "version": (101, "value"),
+                                    "serial": (100, "value")}.items():
+            ans = self._haas.get((number, None))
+            if ans is not None:
+                info[key] = ans.values.get(vkey)
+        out: dict[str, Any] = {"info": info, "machine": self.machine.snapshot()}
+        if conv is not None:
+            out.update(late_answers=conv.late, malformed_lines=conv.malformed)
         return out

@@ -143,7 +143,7 @@ class Endpoint:
                 data = await reader.read(4096)
                 if not data:
                     break
-                self._handle(data)
+                self._handle(data, writer)
         except (ConnectionError, OSError):
             pass
         finally:
@@ -178,7 +178,7 @@ class Endpoint:
         self._writers.clear()
 
     # -- both --------------------------------------------------------------------
-    def _handle(self, data: bytes) -> None:
+    def _handle(self, data: bytes, client: asyncio.StreamWriter | None = None) -> None:
         self.received += data[-4096:]
         del self.received[:-4096]
         self.commands_seen += sum(data.count(c) for c in (b"!", b"~", b"\x18"))
@@ -187,15 +187,15 @@ class Endpoint:
             return
         if out and self.malformed:
             out = out.translate(_GARBLE)
-        if out:
+        if out:  # an answer goes to the client that asked (unsolicited output, from send(), to every one)
             if self.delay_s:
                 assert self._loop is not None
-                self._loop.call_later(self.delay_s, self.send, out)
+                self._loop.call_later(self.delay_s, self.send, out, client)
             else:
-                self.send(out)
+                self.send(out, client)
 
-    def send(self, data: bytes) -> None:
-        """Write bytes to the line (in pieces when ``split``)."""
+    def send(self, data: bytes, client: asyncio.StreamWriter | None = None) -> None:
+        """Write bytes to the line, or to one TCP client (in pieces when ``split``)."""
         if self.split and len(data) > 1:
             assert self._loop is not None
             now = self._loop.time()
@@ -203,15 +203,15 @@ class Endpoint:
             i = 0
             while i < len(data):
                 n = self._rng.randint(1, 3)
-                self._loop.call_at(t, self._write, data[i:i + n])
+                self._loop.call_at(t, self._write, data[i:i + n], client)
                 i, t = i + n, t + 0.001
             self._split_until = t
             return
-        self._write(data)
+        self._write(data, client)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, client: asyncio.StreamWriter | None = None) -> None:
         if self.is_tcp:
-            for w in self._writers:
+            for w in ([client] if client is not None else self._writers):
                 if not w.is_closing():
                     w.write(data)
         elif self.master is not None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import shutil
 import subprocess
 import time
 from array import array
+from dataclasses import replace
 from typing import Any
 
 from pymodbus.constants import ExcCodes
@@ -22,6 +24,7 @@ from edged.tag import Tag
 
 from .address import T_BIT, T_COIL, ModbusAddress, Table
 from .driver import ModbusDriver
+from .line import open_through_edged
 from .plan import unit_of
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,9 @@ class Store:
         self.short: set[int] = set()
         self.delays: dict[int, float] = {}
         self.exceptions: dict[tuple[int, Table, int], int] = {}
+        self.drop: dict[int, float] = {}  # unit -> share of requests left unanswered
+        self.rng = random.Random(0)
+        self.writes = 0  # write requests accepted
         self.requests = 0  # request PDUs received (answered or not), counted by trace_pdu
 
     def trace_pdu(self, sending: bool, pdu: Any) -> Any:
@@ -78,6 +84,9 @@ class Store:
                ) -> tuple[UnitMemory, Table] | ExcCodes:
         if device_id in self.silent or device_id not in self.units:
             raise NoSuchIdException(f"unit {device_id} does not answer")
+        share = self.drop.get(device_id)
+        if share and self.rng.random() < share:
+            raise NoSuchIdException(f"unit {device_id}: request dropped (fault)")
         table = _FC_TABLE.get(func_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
@@ -121,6 +130,7 @@ class Store:
         if not table.writable:
             return ExcCodes.ILLEGAL_ADDRESS
         mem.values[table][address:address + len(values)] = array("H", [int(v) & 0xFFFF for v in values])
+        self.writes += 1
         await self._late(device_id)
         return None
 
@@ -141,6 +151,9 @@ class ModbusEmulator(Emulator):
         self.stores: dict[Any, Store] = {}
         self._where: dict[str, tuple[Store, int]] = {}  # device name -> (store, default unit)
         self._servers: list[Any] = []
+        self._by_key: dict[Any, Any] = {}
+        self._peers: dict[Any, str] = {}  # RTU endpoint key -> the pty the server uses
+        self._keys: dict[str, Any] = {}  # device name -> endpoint key
         self._socats: list[tuple[subprocess.Popen[bytes], tuple[str, str]]] = []
         for drv in self.drivers:
             s = drv.settings
@@ -148,6 +161,7 @@ class ModbusEmulator(Emulator):
                         else ("rtu", os.path.realpath(s.serial.port)))  # type: ignore[union-attr]
             store = self.stores.setdefault(key, Store())
             self._where[drv.spec.name] = (store, s.unit_id)
+            self._keys[drv.spec.name] = key
             for reqs in drv.requests.values():
                 for req in reqs:
                     store.unit(req.unit).cover(req.table, req.start, req.count)
@@ -159,27 +173,37 @@ class ModbusEmulator(Emulator):
     async def start(self) -> None:
         """Start one server per endpoint (and the pty pairs RTU endpoints need)."""
         try:
-            for key, store in self.stores.items():
-                if key[0] == "tcp":
-                    server = ModbusTcpServer(_placeholder(), address=(key[1], key[2]), ignore_missing_devices=True,
-                                             trace_pdu=store.trace_pdu)
-                else:
-                    ports = [d.settings.serial for d in self.drivers if d.settings.transport == "rtu"
-                             and os.path.realpath(d.settings.serial.port) == key[1]]  # type: ignore[union-attr]
-                    ser = ports[0]
-                    assert ser is not None
-                    peer = (next((self.serial_peers[p.port] for p in ports if p.port in self.serial_peers), None)
-                            or await self._pty_pair(ser.port))
-                    server = ModbusSerialServer(_placeholder(), framer=FramerType.RTU, port=peer,
-                                                baudrate=ser.baudrate, parity=ser.parity, bytesize=ser.bytesize,
-                                                stopbits=ser.stopbits, ignore_missing_devices=True,
-                                                trace_pdu=store.trace_pdu)
-                server.context = store  # our datastore: exact coverage, fault injection
-                await server.serve_forever(background=True)
-                self._servers.append(server)
+            for key in self.stores:
+                await self._start_endpoint(key)
         except BaseException:
             await self.stop()
             raise
+
+    async def _start_endpoint(self, key: Any) -> None:
+        """Start the server of one endpoint (an RTU endpoint keeps its pty pair across a stop and start)."""
+        store = self.stores[key]
+        if key[0] == "tcp":
+            server = ModbusTcpServer(_placeholder(), address=(key[1], key[2]), ignore_missing_devices=True,
+                                     trace_pdu=store.trace_pdu)
+        else:
+            ports = [d.settings.serial for d in self.drivers if d.settings.transport == "rtu"
+                     and os.path.realpath(d.settings.serial.port) == key[1]]  # type: ignore[union-attr]
+            ser = ports[0]
+            assert ser is not None
+            peer = self._peers.get(key)
+            if peer is None:
+                peer = (next((self.serial_peers[p.port] for p in ports if p.port in self.serial_peers), None)
+                        or await self._pty_pair(ser.port))
+                self._peers[key] = peer
+            server = ModbusSerialServer(_placeholder(), framer=FramerType.RTU, port=peer,
+                                        baudrate=ser.baudrate, parity=ser.parity, bytesize=ser.bytesize,
+                                        stopbits=ser.stopbits, ignore_missing_devices=True,
+                                        trace_pdu=store.trace_pdu)
+            open_through_edged(server, replace(ser, port=peer))  # pty-tolerant, like the driver
+        server.context = store  # our datastore: exact coverage, fault injection
+        await server.serve_forever(background=True)
+        self._servers.append(server)
+        self._by_key[key] = server
 
     async def _pty_pair(self, port: str) -> str:
         """Make a pty pair with socat: ``port`` for the driver, ``port + '.emu'`` for the server."""
@@ -205,11 +229,13 @@ class ModbusEmulator(Emulator):
     async def stop(self) -> None:
         """Stop every server and pty pair."""
         servers, self._servers = self._servers, []
+        self._by_key.clear()
         for server in servers:
             try:
                 await server.shutdown()
             except Exception as exc:  # stopping must release everything else too
                 log.debug("emulator: shutdown failed: %r", exc)
+        self._peers.clear()
         socats, self._socats = self._socats, []
         for proc, links in socats:
             proc.terminate()
@@ -290,6 +316,59 @@ class ModbusEmulator(Emulator):
     def request_count(self) -> int:
         """Request PDUs the servers received (answered or not)."""
         return sum(s.requests for s in self.stores.values())
+
+    faults = frozenset({"stop", "start", "latency", "drop", "exception", "malformed", "silence-unit", "clear"})
+
+    async def inject(self, device: str, fault: str, arg: str = "") -> None:
+        """Play a fault on one device: ``stop``/``start`` its endpoint (TCP: connections refused), ``latency:MS``,
+        ``drop:SHARE``, ``exception:CODE`` (every read of the device answers that code), ``malformed`` (one value
+        short), ``silence-unit:ID`` (a unit behind a gateway stops answering), ``clear`` (undo all but stop)."""
+        if fault not in self.faults:
+            await super().inject(device, fault, arg)
+        store, unit = self._where[device]
+        key = self._keys[device]
+        units = sorted({unit_of(t, unit) for t in self._device_tags(device)}) or [unit]
+        if fault == "stop":
+            server = self._by_key.pop(key, None)
+            if server is not None:
+                self._servers.remove(server)
+                await server.shutdown()
+        elif fault == "start":
+            if key not in self._by_key:
+                await self._start_endpoint(key)
+        elif fault == "latency":
+            from edged.simulation.server import parse_duration_s
+
+            for u in units:
+                store.delays[u] = parse_duration_s(arg or "200ms")
+        elif fault == "drop":
+            for u in units:
+                store.drop[u] = min(1.0, max(0.0, float(arg or "0.5")))
+        elif fault == "exception":
+            code = int(arg or "4")
+            for t in self._device_tags(device):
+                a: ModbusAddress = t.addr
+                for off in range(a.offset, a.offset + a.count):
+                    store.exceptions[(unit_of(t, unit), a.table, off)] = code
+        elif fault == "malformed":
+            store.short.update(units)
+        elif fault == "silence-unit":
+            store.silent.add(int(arg) if arg else unit)
+        else:  # clear
+            for u in units:
+                store.delays.pop(u, None)
+                store.drop.pop(u, None)
+                store.short.discard(u)
+            store.silent.clear()
+            for k in [k for k in store.exceptions if k[0] in units]:
+                del store.exceptions[k]
+
+    def _device_tags(self, device: str) -> list[Tag]:
+        return next((d.tags for d in self.drivers if d.spec.name == device), [])
+
+    def writes_seen(self) -> dict[str, int]:
+        """Write requests each device's endpoint accepted (devices sharing an endpoint share the count)."""
+        return {name: store.writes for name, (store, _) in self._where.items()}
 
 
 def _placeholder() -> SimDevice:

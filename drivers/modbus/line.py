@@ -4,11 +4,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException
+from pymodbus.transport.serialtransport import SerialTransport
+
+from edged.transport.serial import SerialSettings, open_serial
+
+__all__ = ["Link", "LinkDown", "LinkTimeout", "SerialLine", "SerialSettings", "TcpLink", "attach_serial",
+           "detach_serial", "frame_gap_s"]
 
 log = logging.getLogger(__name__)
 
@@ -143,21 +150,6 @@ class TcpLink(Link):
             trace_connect=self._on_connect)
 
 
-@dataclass(frozen=True, slots=True)
-class SerialSettings:
-    """Settings of one serial line; every device on the line must agree on them."""
-
-    port: str
-    baudrate: int = 19200
-    parity: str = "N"
-    bytesize: int = 8
-    stopbits: int = 1
-
-    def describe(self) -> str:
-        """Like ``/dev/ttyUSB0 19200 8N1``."""
-        return f"{self.port} {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
-
-
 class SerialLine(Link):
     """A Modbus RTU serial line shared by every device (unit id) configured on the same port.
 
@@ -188,11 +180,43 @@ class SerialLine(Link):
 
     def _make_client(self, timeout_s: float) -> Any:
         s = self.settings
-        return AsyncModbusSerialClient(
+        client = AsyncModbusSerialClient(
             s.port, baudrate=s.baudrate, parity=s.parity, bytesize=s.bytesize, stopbits=s.stopbits,
             name=self.name, retries=0, reconnect_delay=0,
             timeout=max(_PYMODBUS_TIMEOUT_MIN_S, timeout_s * _PYMODBUS_TIMEOUT_FACTOR),
             trace_connect=self._on_connect)
+        # pymodbus opens the port with serial_for_url, which fails on a pty that refuses parity E/O:
+        # open it through edged.transport.serial instead (same settings, pty-tolerant).
+        open_through_edged(client.ctx, s)
+        return client
+
+
+def open_through_edged(protocol: Any, settings: SerialSettings) -> None:
+    """Make a pymodbus serial client's or server's protocol open its port with ``open_serial``."""
+    protocol.call_create = partial(_create_serial_connection, protocol.loop, protocol.handle_new_connection, settings)
+
+
+class _EdgedSerialTransport(SerialTransport):
+    """pymodbus's asyncio serial transport over a port opened by ``edged.transport.serial.open_serial``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: asyncio.BaseProtocol,
+                 settings: SerialSettings) -> None:
+        asyncio.Transport.__init__(self)  # pylint: disable=non-parent-init-called
+        self.async_loop = loop
+        self.intern_protocol = protocol
+        self.sync_serial = open_serial(settings)
+        self.intern_write_buffer: list[bytes] = []
+        self.poll_task = None
+        self._poll_wait_time = 0.0005
+
+
+async def _create_serial_connection(loop: asyncio.AbstractEventLoop, protocol_factory: Any,
+                                    settings: SerialSettings) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+    """pymodbus's ``create_serial_connection``, opening the port pty-tolerantly."""
+    protocol = protocol_factory()
+    transport = _EdgedSerialTransport(loop, protocol, settings)
+    loop.call_soon(transport.setup)
+    return transport, protocol
 
 
 def frame_gap_s(settings: SerialSettings) -> float:

@@ -39,6 +39,8 @@ class Request:
     count: int
     tags: list[Tag] = field(default_factory=list)
     program: Any = None  # the compiled codec program, attached by the driver
+    nbytes: int = 0      # data bytes of the response (attached by the driver)
+    frame: Any = None    # tid -> request bytes for edged's TCP client (attached by the driver)
 
     @property
     def end(self) -> int:

@@ -18,6 +18,7 @@ from edged.driver import emulator_for
 from edged.cell import Cell, parse_cell
 from edged.demo.animate import DemoAnimation
 from edged.runtime import Runtime
+from edged.statelock import StateDirBusy, StateLock
 
 log = logging.getLogger("edged.demo")
 
@@ -58,9 +59,8 @@ def free_port(preferred: int = 0) -> int:
 def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | None) -> str:
     """The demo cell TOML with its placeholders filled in."""
     text = resources.files("edged.demo").joinpath("cell.toml").read_text()
-    # CNC machines: the GRBL router's serial line is a pty linked in the state dir; the Haas mill is on TCP
-    text = (text.replace('"{grbl_port}"', json.dumps(str(state_dir / "router1.tty")))
-            .replace("{haas_port}", str(free_port())))
+    # CNC machines on loopback TCP ports (a GRBL router behind a serial-to-Ethernet converter, a Haas mill)
+    text = text.replace("{grbl_port}", str(free_port())).replace("{haas_port}", str(free_port()))
     # json.dumps gives a valid TOML basic string for any path (quotes and backslashes escaped)
     text = (text.replace('"{state_dir}"', json.dumps(str(state_dir))).replace("{metrics_port}", str(metrics_port))
             .replace("{modbus_port}", str(modbus_port)))
@@ -143,8 +143,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cell = parse_cell(tomllib.loads(text), "(built-in demo cell)")
     try:
+        lock = StateLock.acquire(cell.state_dir)  # two demos on one state folder would share a spool
+    except (StateDirBusy, OSError) as exc:
+        print(f"edged demo: {exc}", file=sys.stderr)
+        return 1
+    try:
         asyncio.run(run_demo(cell, args.seconds))
     except OSError as exc:  # an unusable state dir, a port taken meanwhile: say it, no traceback
         print(f"edged demo: {exc}", file=sys.stderr)
         return 1
+    finally:
+        lock.release()
     return 0

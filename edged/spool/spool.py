@@ -1,19 +1,24 @@
 """The durable spool: an SQLite (WAL) FIFO of sample chunks with one acknowledged cursor per sink.
 
-Every ``append`` stores its samples as one chunk (one row, one transaction) and gives them
-consecutive sequence numbers. Each consumer (sink) takes batches in sequence order, then acks
-them strictly in order or releases them to be taken again; a chunk is deleted once every consumer
-has acked it. Overflow (bytes) and expiry (age) drop whole chunks that no consumer has in flight;
-every sample lost that way is counted and becomes a gap record for each consumer that had not yet
+``append`` hands samples over in memory and returns at once: the spool's writer thread (which owns
+the SQLite connection) stores them as chunks with consecutive sequence numbers and commits
+(group commit) at most every ``commit_interval_ms``, or sooner when the queue is half full.
+Samples become visible to the sinks only once their commit (and, with ``durability = "batch"``,
+its fsync) is done. Each consumer (sink) takes batches in sequence order, then acks them strictly
+in order or releases them to be taken again; a chunk is deleted once every consumer has acked it.
+Overflow (bytes, or a full disk), expiry (age) and a full hand-over queue drop samples; every
+sample lost that way is counted and becomes a gap record for each consumer that had not yet
 acked it, forwarded with that consumer's next batch.
 
-All methods are called from the asyncio thread (an internal lock makes them safe from others).
+take/ack/release/wait/stats are called from the asyncio thread and never wait for a commit: they
+share an in-memory state with the writer under a lock the writer never holds across SQL work.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -30,12 +35,26 @@ log = logging.getLogger("edged.spool")
 
 DB_NAME = "spool.db"
 FORMAT_VERSION = 1
-ACK_FLUSH_INTERVAL_S = 0.5
 MAX_GAPS_PER_BATCH = 100
 LOSS_LOG_INTERVAL_S = 60.0
-# counted per append against max_bytes besides the encoded samples: its SQLite row and index entry,
-# so a spool of many tiny appends stays bounded in disk and memory too
+# counted per chunk against max_bytes besides the encoded samples: its SQLite row and index entry,
+# so a spool of many tiny chunks stays bounded in disk and memory too
 CHUNK_OVERHEAD_BYTES = 64
+# a commit stores the queued samples as chunks of at most this many samples (drop_oldest frees whole chunks)
+CHUNK_MAX_SAMPLES = 2000
+# Disk space. The write-ahead log is checkpointed into the database every WAL_CHECKPOINT_PAGES pages, so it
+# stays small and is reused. When the free space of the spool's disk falls below what the log may still grow
+# by plus DISK_MARGIN_BYTES, the spool stops growing: it holds at most the bytes it holds then, and the overflow
+# policy decides (drop_oldest: new chunks replace the oldest, whose database pages SQLite reuses). It grows
+# again once the disk has DISK_REGROW_BYTES more free. A commit that fails for a full disk anyway shrinks the
+# limit by FULL_DISK_HEADROOM and is retried once.
+WAL_CHECKPOINT_PAGES = 128
+WAL_MAX_BYTES = 2 * WAL_CHECKPOINT_PAGES * 4096
+DISK_MARGIN_BYTES = 256 * 1024
+DISK_REGROW_BYTES = 1024 * 1024
+FULL_DISK_HEADROOM = 0.1
+FULL_DISK_RETRY_S = 60.0  # after a failed commit, grow again no sooner than this (free space may be a quota)
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _now_ns = time.time_ns  # wall clock of append times (replaceable in tests)
 
 _SCHEMA = """
@@ -96,6 +115,13 @@ class SpoolStats:
     acked_total: dict[str, int] = field(default_factory=dict)
     appends_total: int = 0
     append_seconds_total: float = 0.0
+    queue_samples: int = 0
+    uncommitted_samples: int = 0
+    queue_dropped_total: int = 0
+    commits_total: int = 0
+    commit_failures_total: int = 0
+    commit_seconds_total: float = 0.0
+    commit_buckets: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True, eq=False)
@@ -108,8 +134,8 @@ class _GapRow:
 class _Consumer:
     """Cursor state of one consumer: acked (durable) and taken (in memory) sequence numbers."""
 
-    __slots__ = ("name", "acked", "taken", "handed", "outstanding", "gaps", "gaps_taken", "event", "acked_total",
-                 "dirty")
+    __slots__ = ("name", "acked", "taken", "handed", "outstanding", "gaps", "gaps_taken", "event", "loop",
+                 "acked_total", "dirty")
 
     def __init__(self, name: str, acked: int) -> None:
         self.name = name
@@ -122,8 +148,42 @@ class _Consumer:
         self.gaps: list[_GapRow] = []
         self.gaps_taken: set[int] = set()
         self.event: asyncio.Event | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.acked_total = 0
         self.dirty = False
+
+
+@dataclass(slots=True, eq=False)
+class _Staged:
+    """A chunk the writer is committing: not visible to consumers until its commit succeeded."""
+
+    chunk: Chunk
+    samples: list[Sample]
+    blob: bytes
+
+
+@dataclass(slots=True)
+class _Changes:
+    """Row changes besides new chunks, collected in memory and written by the next commit (idempotent, so a
+    failed commit merges them back and retries them: their size is bounded by the spool's state, not by time)."""
+
+    delete_upto: int = 0
+    deleted_chunks: set[int] = field(default_factory=set)
+    gaps_written: set[int] = field(default_factory=set)
+    gaps_deleted: set[int] = field(default_factory=set)
+    cursors: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.delete_upto or self.deleted_chunks or self.gaps_written or self.gaps_deleted
+                    or self.cursors)
+
+    def merge(self, other: "_Changes") -> None:
+        """Take back the changes of a failed commit (newer changes to the same rows win)."""
+        self.delete_upto = max(self.delete_upto, other.delete_upto)
+        self.deleted_chunks |= other.deleted_chunks
+        self.gaps_deleted |= other.gaps_deleted
+        self.gaps_written |= other.gaps_written - self.gaps_deleted
+        self.cursors |= other.cursors
 
 
 class SpoolError(Exception):
@@ -136,32 +196,52 @@ class Spool:
     def __init__(self, directory: Path, spec: SpoolSpec, db: sqlite3.Connection) -> None:
         self.directory = directory
         self.spec = spec
-        self._db = db
+        self._db = db  # the writer thread's connection (used by the opening thread before the writer starts)
+        self._reader: sqlite3.Connection | None = None  # reads of committed chunks, under the lock
         self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._chunks = ChunkIndex()
         self._cache: collections.OrderedDict[int, list[Sample]] = collections.OrderedDict()
         self._cache_samples = 0
         self._consumers: dict[str, _Consumer] = {}
+        self._gap_rows: dict[int, _GapRow] = {}
         self._next_seq = 1
         self._next_gap_id = 1
-        self._bytes = 0
+        self._bytes = 0  # visible chunks plus the chunks being committed
         self._samples = 0
-        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._changes = _Changes()
+        self._inbox: list[list[Sample]] = []  # the appended batches, in order
+        self._inbox_n = 0  # samples in _inbox
+        self._inflight = 0  # samples taken from the inbox by the writer, not yet committed or dropped
+        self._appended_gen = 0
+        self._done_gen = 0
+        self._flush_wanted = 0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
         self._last_commit = time.monotonic()
+        self._full_limit: int | None = None  # bytes the disk has room for (None: max_bytes applies)
+        self._full_free = 0  # free disk bytes when _full_limit was last lowered
+        self._full_failed_at = -FULL_DISK_RETRY_S  # monotonic time of the last commit that failed for a full disk
         self._dropped_total = 0
+        self._queue_dropped = 0
         self._gaps_total = 0
         self._appended_total = 0
         self._closed = False
         self._storage_failing = False
         self._appends = 0
         self._append_seconds = 0.0
+        self._commits = 0
+        self._commit_failures = 0
+        self._commit_seconds = 0.0
+        self._commit_buckets = [0] * (len(COMMIT_BUCKETS) + 1)
         self._loss_logged_at: dict[str, float] = {}
         self._loss_unlogged: dict[str, int] = {}
 
     # -- opening and recovery -------------------------------------------------------------
     @classmethod
     def open(cls, directory: Path, spec: SpoolSpec, consumers: list[str]) -> "Spool":
-        """Create the spool in ``directory`` or recover it (after a crash or kill -9) for these consumers.
+        """Create the spool in ``directory`` or recover it (after a crash or kill -9) for these consumers,
+        and start its writer thread.
 
         A file SQLite reports as corrupt is moved aside (``spool.db.corrupt-<time>``, kept for
         inspection) and a new spool is started, so a damaged disk block cannot stop acquisition.
@@ -170,7 +250,7 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / DB_NAME
         try:
-            return cls._open(directory, path, spec, consumers)
+            spool = cls._open(directory, path, spec, consumers)
         except sqlite3.DatabaseError as exc:
             if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
                 raise SpoolError(f"{path}: cannot open the spool: {exc}") from exc
@@ -182,17 +262,22 @@ class Spool:
                 if src.exists():
                     src.rename(Path(str(aside) + suffix))
             try:
-                return cls._open(directory, path, spec, consumers)
+                spool = cls._open(directory, path, spec, consumers)
             except sqlite3.DatabaseError as exc2:
                 raise SpoolError(f"{path}: cannot open the spool: {exc2}") from exc2
+        spool._thread = threading.Thread(target=spool._writer, name="edged-spool-writer", daemon=True)
+        spool._thread.start()
+        return spool
 
     @classmethod
     def _open(cls, directory: Path, path: Path, spec: SpoolSpec, consumers: list[str]) -> "Spool":
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        reader: sqlite3.Connection | None = None
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if spec.durability == 'batch' else 'NORMAL'}")
-            db.execute("PRAGMA journal_size_limit=16777216")
+            db.execute("PRAGMA journal_size_limit=4194304")
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             db.executescript(_SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
             if row is None:
@@ -202,7 +287,12 @@ class Spool:
                                  f"{FORMAT_VERSION}); move the file aside to start an empty spool")
             spool = cls(directory, spec, db)
             spool._recover(consumers)
+            reader = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            reader.execute("PRAGMA query_only=1")
+            spool._reader = reader
         except BaseException:
+            if reader is not None:
+                reader.close()
             db.close()
             raise
         return spool
@@ -235,65 +325,307 @@ class Spool:
         for gid, consumer, device, start, end, count in db.execute(
                 "SELECT id, consumer, device, start_ns, end_ns, count FROM gap ORDER BY id"):
             if consumer in self._consumers:
-                self._consumers[consumer].gaps.append(_GapRow(gid, consumer, Gap(start, end, device, count, gid)))
+                row = _GapRow(gid, consumer, Gap(start, end, device, count, gid))
+                self._consumers[consumer].gaps.append(row)
+                self._gap_rows[gid] = row
             self._next_gap_id = max(self._next_gap_id, gid + 1)
         db.execute("COMMIT")
         self._collect()
-        self._commit()
+        changes, self._changes = self._changes, _Changes()
+        self._write(db, [], changes)
         if self._samples:
             log.info("spool: recovered %d sample(s) in %d chunk(s) from %s", self._samples, len(self._chunks),
                      self.directory)
 
-    # -- appending ---------------------------------------------------------------------------
+    # -- appending (any thread; never waits for the disk) -------------------------------------
     def append(self, samples: Sequence[Sample]) -> None:
-        """Store samples as one chunk; durable (per spec.durability) when this returns."""
+        """Hand samples to the writer thread and return at once; they are committed within commit_interval_ms
+        (and only then visible to sinks). If the hand-over queue is full they are dropped and become gaps."""
         if not samples:
             return
         t0 = time.perf_counter()
-        try:
-            self._append(samples)
-        finally:
+        with self._lock:
+            self._check_open()
+            n = len(samples)
+            waiting = self._inbox_n
+            if waiting + n > self.spec.queue_samples:
+                self._queue_dropped += n
+                self._drop_new(samples if isinstance(samples, list) else list(samples), "queue")
+            else:
+                self._inbox.append(samples if isinstance(samples, list) else list(samples))
+                self._inbox_n += n
+                self._appended_gen += 1
+                if waiting == 0 or waiting + n >= self._early_commit_samples() > waiting:
+                    self._cond.notify_all()
             self._appends += 1
             self._append_seconds += time.perf_counter() - t0
 
-    def _append(self, samples: Sequence[Sample]) -> None:
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until everything appended before this call is committed (or dropped and counted); for tests,
+        tools and shutdown, never for the asyncio thread of a running daemon. False on timeout."""
         with self._lock:
             self._check_open()
-            now = _now_ns()
-            self._expire(now)
-            if not isinstance(samples, list):
-                samples = list(samples)
-            blob = encode_chunk(samples)
-            n = len(samples)
-            if not self._make_room(len(blob) + CHUNK_OVERHEAD_BYTES):
-                self._drop_new(samples)
-                self._try_commit()
-                return
-            first = self._next_seq
-            last = first + n - 1
-            insert = ("INSERT INTO chunk VALUES(?, ?, ?, ?, ?)", (first, last, now, len(blob), blob))
-            self._pending.append(insert)
-            if not self._try_commit():
-                # e.g. disk full: these samples cannot be kept; count them and report the gap (the other
-                # pending changes are retried with the next commit)
-                self._pending.remove(insert)
-                self._drop_new(samples)
-                return
-            self._next_seq = last + 1
-            self._chunks.append(Chunk(first, last, now, len(blob)))
-            self._bytes += len(blob) + CHUNK_OVERHEAD_BYTES
-            self._samples += n
-            self._appended_total += n
-            self._cache_put(first, samples)
-            for c in self._consumers.values():
-                if c.event is not None:
-                    c.event.set()
+            target = self._appended_gen
+            self._flush_wanted = max(self._flush_wanted, target)
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: self._done_gen >= target or self._closed, timeout)
+
+    def _early_commit_samples(self) -> int:
+        return max(1, self.spec.queue_samples // 2)
+
+    # -- the writer thread ------------------------------------------------------------------------
+    def _writer(self) -> None:
+        """Commit queued samples and changes at most every commit_interval_ms (sooner when the queue fills)."""
+        interval = self.spec.commit_interval_ms / 1000.0
+        while True:
+            with self._lock:
+                while True:
+                    if self._stopping:
+                        break
+                    now = time.monotonic()
+                    due = self._last_commit + interval
+                    if self._flush_wanted > self._done_gen:
+                        due = now  # flush() (tests, tools, shutdown): not driven by the scan rate
+                    elif self._inbox_n >= self._early_commit_samples():
+                        due = self._last_commit + interval / 4  # still bounded: at most 4 per interval
+                    work = bool(self._inbox) or bool(self._changes) or any(
+                        c.dirty for c in self._consumers.values()) or self._flush_wanted > self._done_gen
+                    if work and now >= due:
+                        break
+                    self._cond.wait(max(0.0, due - now) if work else None)
+                stopping = self._stopping
+            try:
+                self._cycle()
+            except Exception:  # a bug: never let the writer die silently (acquisition would queue forever)
+                log.exception("spool: writer cycle failed")
+                time.sleep(interval)
+            if stopping:
+                with self._lock:
+                    if not self._inbox:
+                        return
+
+    def _cycle(self) -> None:
+        """One group commit: the queued samples as new chunks, plus pending deletions, gaps and cursors."""
+        with self._lock:
+            inbox, self._inbox = self._inbox, []
+            gen = self._appended_gen
+            self._inflight, self._inbox_n = self._inbox_n, 0
+        blobs = [(p, encode_chunk(p), parts) for p, parts in _group(inbox)]  # CPU work outside the lock
+        now = _now_ns()
+        with self._lock:
+            staged = self._stage(blobs, now)
+            changes = self._take_changes()
+        ok, exc = self._commit(staged, changes)
+        if not ok and self._is_full(exc) and self.spec.overflow == "drop_oldest" and staged:
+            # the disk is full: hold less from now on, free the space of the oldest chunks, retry once
+            with self._lock:
+                self._changes.merge(changes)
+                self._unstage(staged)
+                held = self._bytes if self._full_limit is None else min(self._bytes, self._full_limit)
+                self._full_failed_at = time.monotonic()
+                self._lower_limit(int(held * (1 - FULL_DISK_HEADROOM)), None)
+                staged = self._stage([(st.samples, st.blob, [st.samples]) for st in staged], now)
+                changes = self._take_changes()
+            ok, exc = self._commit(staged, changes)
+        with self._lock:
+            if ok:
+                self._publish(staged)
+                self._storage_recovered()
+            else:
+                self._changes.merge(changes)
+                self._unstage(staged)
+                for st in staged:
+                    self._drop_new(st.samples, "storage")
+                self._storage_failed(exc)
+            self._inflight = 0
+            self._done_gen = max(self._done_gen, gen)
+            self._cond.notify_all()
+        if not ok:
+            self._checkpoint_quietly()
+
+    def _stage(self, blobs: list[tuple[list[Sample], bytes, list[list[Sample]]]], now: int) -> list[_Staged]:
+        """Expire, make room per the overflow policy and number the new chunks (under the lock).
+
+        A chunk that does not fit is tried again as the appends it was made of, so the policy drops
+        what it would have dropped without group commit (whole appends, not whole commits)."""
+        self._expire(now)
+        self._check_disk()
+        staged: list[_Staged] = []
+        for samples, blob, parts in blobs:
+            if self._make_room(len(blob) + CHUNK_OVERHEAD_BYTES):
+                self._stage_one(staged, samples, blob, now)
+                continue
+            if len(parts) == 1:
+                self._drop_new(samples, "full")
+                continue
+            for part in parts:
+                part_blob = encode_chunk(part)
+                if self._make_room(len(part_blob) + CHUNK_OVERHEAD_BYTES):
+                    self._stage_one(staged, part, part_blob, now)
+                else:
+                    self._drop_new(part, "full")
+        return staged
+
+    def _check_disk(self) -> None:
+        """Stop growing when the disk is nearly full; grow again when space came back (see DISK_MARGIN_BYTES)."""
+        try:
+            st = os.statvfs(self.directory)
+            free = st.f_bavail * st.f_frsize
+            wal = os.stat(self.directory / f"{DB_NAME}-wal").st_size
+        except FileNotFoundError:
+            wal = 0
+        except OSError:
+            return
+        reserve = max(0, WAL_MAX_BYTES - wal) + DISK_MARGIN_BYTES
+        if free < reserve:
+            if self._full_limit is None:
+                self._lower_limit(self._bytes, free)
+            elif free < self._full_free - DISK_MARGIN_BYTES // 2:  # still shrinking (the log, other files)
+                self._lower_limit(int(min(self._bytes, self._full_limit) * (1 - FULL_DISK_HEADROOM)), free)
+        elif (self._full_limit is not None and free >= reserve + DISK_REGROW_BYTES
+              and time.monotonic() - self._full_failed_at >= FULL_DISK_RETRY_S):
+            log.info("spool: %s has free space again (%d bytes); the spool may grow to max_bytes", self.directory,
+                     free)
+            self._full_limit = None
+
+    def _lower_limit(self, limit: int, free: int | None) -> None:
+        """Hold at most limit bytes (free: the free disk bytes measured, None after a failed commit)."""
+        if self._full_limit is None:
+            log.warning("spool: the disk of %s is %s: the spool holds at most %d bytes until there is room "
+                        "again; %s", self.directory, "full" if free is None else f"nearly full ({free} bytes free)",
+                        limit, "new samples replace the oldest" if self.spec.overflow == "drop_oldest"
+                        else "new samples are dropped")
+        self._full_limit = limit
+        if free is not None:
+            self._full_free = free
+
+    def _stage_one(self, staged: list[_Staged], samples: list[Sample], blob: bytes, now: int) -> None:
+        first = self._next_seq
+        staged.append(_Staged(Chunk(first, first + len(samples) - 1, now, len(blob)), samples, blob))
+        self._next_seq = first + len(samples)
+        self._bytes += len(blob) + CHUNK_OVERHEAD_BYTES
+
+    def _unstage(self, staged: list[_Staged]) -> None:
+        """Forget staged chunks whose commit failed (their sequence numbers are given out again)."""
+        for st in staged:
+            self._bytes -= st.chunk.nbytes + CHUNK_OVERHEAD_BYTES
+        if staged:
+            self._next_seq = min(self._next_seq, staged[0].chunk.first)
+
+    def _publish(self, staged: list[_Staged]) -> None:
+        """Make committed chunks visible to the consumers and wake their waits (under the lock)."""
+        for st in staged:
+            self._chunks.append(st.chunk)
+            self._samples += len(st.samples)
+            self._appended_total += len(st.samples)
+            self._cache_put(st.chunk.first, st.samples)
+        if staged:
+            self._wake_all()
+
+    def _wake_all(self) -> None:
+        for c in self._consumers.values():
+            if c.event is not None and c.loop is not None:
+                try:
+                    c.loop.call_soon_threadsafe(c.event.set)
+                except RuntimeError:  # the loop is closed: nobody waits any more
+                    c.event = None
+
+    def _take_changes(self) -> _Changes:
+        changes, self._changes = self._changes, _Changes()
+        for c in self._consumers.values():
+            if c.dirty:
+                changes.cursors.add(c.name)
+                c.dirty = False
+        return changes
+
+    def _commit(self, staged: list[_Staged], changes: _Changes) -> tuple[bool, BaseException | None]:
+        """Write staged chunks and changes in one transaction (outside the lock); time it."""
+        if not staged and not changes:
+            return True, None
+        t0 = time.perf_counter()
+        try:
+            self._write(self._db, staged, changes)
+            ok, exc = True, None
+        except sqlite3.Error as e:
+            ok, exc = False, e
+        dt = time.perf_counter() - t0
+        with self._lock:
+            self._last_commit = time.monotonic()
+            self._commits += 1
+            if not ok:
+                self._commit_failures += 1
+            self._commit_seconds += dt
+            i = 0
+            while i < len(COMMIT_BUCKETS) and dt > COMMIT_BUCKETS[i]:
+                i += 1
+            self._commit_buckets[i] += 1
+        return ok, exc
+
+    def _write(self, db: sqlite3.Connection, staged: list[_Staged], changes: _Changes) -> None:
+        """The SQL of one commit; the row values of gaps and cursors are read now (the newest state)."""
+        with self._lock:
+            gap_rows = [(r.id, r.consumer, r.gap.device, r.gap.start_ns, r.gap.end_ns, r.gap.count)
+                        for gid in changes.gaps_written if (r := self._gap_rows.get(gid)) is not None]
+            cursors = [(self._consumers[n].acked, n) for n in changes.cursors if n in self._consumers]
+        try:
+            db.execute("BEGIN")
+            if changes.delete_upto:
+                db.execute("DELETE FROM chunk WHERE last_seq<=?", (changes.delete_upto,))
+            if changes.deleted_chunks:
+                db.executemany("DELETE FROM chunk WHERE first_seq=?", [(f,) for f in changes.deleted_chunks])
+            if changes.gaps_deleted:
+                db.executemany("DELETE FROM gap WHERE id=?", [(g,) for g in changes.gaps_deleted])
+            if gap_rows:
+                db.executemany("INSERT OR REPLACE INTO gap VALUES(?, ?, ?, ?, ?, ?)", gap_rows)
+            if cursors:
+                db.executemany("UPDATE consumer SET acked_seq=? WHERE name=?", cursors)
+            if staged:
+                db.executemany("INSERT INTO chunk VALUES(?, ?, ?, ?, ?)",
+                               [(st.chunk.first, st.chunk.last, st.chunk.t_ns, st.chunk.nbytes, st.blob)
+                                for st in staged])
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
+
+    @staticmethod
+    def _is_full(exc: BaseException | None) -> bool:
+        return getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "full" in str(exc)
+
+    def _checkpoint_quietly(self) -> None:
+        """After a failed commit: let SQLite restart the write-ahead log from its start (reusing its space)."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            pass
+
+    def _storage_failed(self, exc: BaseException | None) -> None:
+        if not self._storage_failing:
+            log.error("spool: cannot write %s: %s; new samples are dropped and counted as gaps until "
+                      "it works again", self.directory / DB_NAME, exc)
+            self._storage_failing = True
+
+    def _storage_recovered(self) -> None:
+        if self._storage_failing:
+            log.info("spool: writing %s again", self.directory / DB_NAME)
+            self._storage_failing = False
+
+    # -- bounds and loss ------------------------------------------------------------------------
+    def _limit(self) -> int:
+        if self._full_limit is None:
+            return self.spec.max_bytes
+        return min(self.spec.max_bytes, self._full_limit)
 
     def _make_room(self, nbytes: int) -> bool:
         """Drop chunks per the overflow policy until nbytes fit; False when the new data must go instead."""
-        if nbytes > self.spec.max_bytes:
+        limit = self._limit()
+        if nbytes > limit:
             return False
-        while self._bytes + nbytes > self.spec.max_bytes:
+        while self._bytes + nbytes > limit:
             if self.spec.overflow == "drop_newest":
                 return False
             idx = self._victim()
@@ -332,10 +664,10 @@ class Spool:
         self._bytes -= ch.nbytes + CHUNK_OVERHEAD_BYTES
         self._samples -= ch.last - ch.first + 1
         self._cache_pop(ch.first)
-        self._pending.append(("DELETE FROM chunk WHERE first_seq=?", (ch.first,)))
+        self._changes.deleted_chunks.add(ch.first)
         log.debug("spool: dropped chunk %d..%d (%s)", ch.first, ch.last, why)
 
-    def _drop_new(self, samples: list[Sample]) -> None:
+    def _drop_new(self, samples: list[Sample], why: str) -> None:
         self._dropped_total += len(samples)
         for c in self._consumers.values():
             self._add_gaps(c, samples)
@@ -359,31 +691,35 @@ class Spool:
                 row.gap.start_ns = min(row.gap.start_ns, start)
                 row.gap.end_ns = max(row.gap.end_ns, end)
                 row.gap.count += count
-                self._pending.append(("UPDATE gap SET start_ns=?, end_ns=?, count=? WHERE id=?",
-                                      (row.gap.start_ns, row.gap.end_ns, row.gap.count, row.id)))
-                continue
-            row = _GapRow(self._next_gap_id, c.name, Gap(start, end, device, count, self._next_gap_id))
-            self._next_gap_id += 1
-            c.gaps.append(row)
-            self._gaps_total += 1
-            self._pending.append(("INSERT INTO gap VALUES(?, ?, ?, ?, ?, ?)",
-                                  (row.id, c.name, device, start, end, count)))
+            else:
+                row = _GapRow(self._next_gap_id, c.name, Gap(start, end, device, count, self._next_gap_id))
+                self._next_gap_id += 1
+                c.gaps.append(row)
+                self._gap_rows[row.id] = row
+                self._gaps_total += 1
+            self._changes.gaps_written.add(row.id)
         self._report_loss(c, sum(g[2] for g in per_device.values()))
+        if c.event is not None and c.loop is not None:
+            try:
+                c.loop.call_soon_threadsafe(c.event.set)
+            except RuntimeError:
+                c.event = None
 
     def _report_loss(self, c: _Consumer, count: int) -> None:
         """Log lost samples at once, then at most every LOSS_LOG_INTERVAL_S per sink (no log floods)."""
         now = time.monotonic()
         pending = self._loss_unlogged.get(c.name, 0) + count
         if now - self._loss_logged_at.get(c.name, -LOSS_LOG_INTERVAL_S) >= LOSS_LOG_INTERVAL_S:
-            log.warning("spool: %d sample(s) lost for sink %r (spool full or too old); counted in "
-                        "edged_spool_dropped_samples_total and reported upstream as gaps", pending, c.name)
+            log.warning("spool: %d sample(s) lost for sink %r (spool full, too old, or the disk too slow); counted "
+                        "in edged_spool_dropped_samples_total and reported upstream as gaps", pending, c.name)
             self._loss_logged_at[c.name] = now
             pending = 0
         self._loss_unlogged[c.name] = pending
 
-    # -- consuming -----------------------------------------------------------------------------
+    # -- consuming (the asyncio thread; only committed chunks) ------------------------------------
     def take(self, consumer: str, max_samples: int) -> SpoolBatch | None:
-        """The oldest samples this consumer has neither acked nor taken (up to max_samples), with pending gaps."""
+        """The oldest committed samples this consumer has neither acked nor taken (up to max_samples), with
+        pending gaps."""
         with self._lock:
             self._check_open()
             c = self._consumer(consumer)
@@ -421,13 +757,17 @@ class Spool:
             return batch
 
     async def wait(self, consumer: str, timeout: float | None = None) -> None:
-        """Return when data may be available for this consumer, or after timeout seconds."""
+        """Return when data may be available for this consumer (a commit made samples visible, or a gap was
+        recorded), or after timeout seconds."""
         c = self._consumer(consumer)
         if self._available(c):
             return
-        if c.event is None:
-            c.event = asyncio.Event()
-        c.event.clear()
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if c.event is None or c.loop is not loop:
+                c.event = asyncio.Event()
+                c.loop = loop
+            c.event.clear()
         if self._available(c):
             return
         # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that arrives as
@@ -439,10 +779,12 @@ class Spool:
             pass
 
     def _available(self, c: _Consumer) -> bool:
-        return (bool(self._chunks) and self._chunks[-1].last > c.taken) or len(c.gaps_taken) < len(c.gaps)
+        with self._lock:
+            return (bool(self._chunks) and self._chunks[-1].last > c.taken) or len(c.gaps_taken) < len(c.gaps)
 
     def ack(self, batch: SpoolBatch) -> None:
-        """Acknowledge a delivered batch: it must be this consumer's oldest outstanding batch."""
+        """Acknowledge a delivered batch: it must be this consumer's oldest outstanding batch (written to disk
+        with the next commit)."""
         with self._lock:
             self._check_open()
             c = self._consumer(batch.consumer)
@@ -461,10 +803,11 @@ class Spool:
                 ids = set(batch.gap_ids)
                 c.gaps = [r for r in c.gaps if r.id not in ids]
                 c.gaps_taken -= ids
-                self._pending.extend(("DELETE FROM gap WHERE id=?", (gid,)) for gid in batch.gap_ids)
+                for gid in batch.gap_ids:
+                    self._gap_rows.pop(gid, None)
+                    self._changes.gaps_written.discard(gid)
+                    self._changes.gaps_deleted.add(gid)
             self._collect()
-            if time.monotonic() - self._last_commit >= ACK_FLUSH_INTERVAL_S:
-                self._try_commit()
 
     def release(self, batch: SpoolBatch) -> None:
         """Give back an unacked batch (and every batch taken after it): taken again next time, same order."""
@@ -502,54 +845,20 @@ class Spool:
             n += 1
         if n:
             self._chunks.del_prefix(n)
-            self._pending.append(("DELETE FROM chunk WHERE last_seq<=?", (floor,)))
+            self._changes.delete_upto = max(self._changes.delete_upto, floor)
 
     # -- storage helpers -------------------------------------------------------------------------
-    def _commit(self) -> None:
-        """Write pending changes and dirty cursors in one transaction."""
-        dirty = [c for c in self._consumers.values() if c.dirty]
-        if not self._pending and not dirty:
-            return
-        db = self._db
-        try:
-            db.execute("BEGIN")
-            for sql, params in self._pending:
-                db.execute(sql, params)
-            for c in dirty:
-                db.execute("UPDATE consumer SET acked_seq=? WHERE name=?", (c.acked, c.name))
-            db.execute("COMMIT")
-        except sqlite3.Error:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        self._pending.clear()
-        for c in dirty:
-            c.dirty = False
-        self._last_commit = time.monotonic()
-
-    def _try_commit(self) -> bool:
-        """Commit; on a storage error (disk full, I/O error) log once per outage and return False."""
-        try:
-            self._commit()
-        except sqlite3.Error as exc:
-            if not self._storage_failing:
-                log.error("spool: cannot write %s: %s; new samples are dropped and counted as gaps until "
-                          "it works again", self.directory / DB_NAME, exc)
-                self._storage_failing = True
-            return False
-        if self._storage_failing:
-            log.info("spool: writing %s again", self.directory / DB_NAME)
-            self._storage_failing = False
-        return True
-
     def _load(self, ch: Chunk) -> list[Sample]:
+        """A committed chunk's samples: from the cache, else read through the reader connection (WAL readers
+        never wait for the writer's commit)."""
         data = self._cache.get(ch.first)
         if data is not None:
             return data
-        row = self._db.execute("SELECT data FROM chunk WHERE first_seq=?", (ch.first,)).fetchone()
-        if row is None:
+        db = self._reader if self._reader is not None else self._db
+        rows = db.execute("SELECT data FROM chunk WHERE first_seq=?", (ch.first,)).fetchall()
+        if not rows:
             raise SpoolError(f"spool chunk {ch.first}..{ch.last} is missing from {self.directory / DB_NAME}")
-        data = decode_chunk(row[0])
+        data = decode_chunk(rows[0][0])
         self._cache_put(ch.first, data)
         return data
 
@@ -574,26 +883,32 @@ class Spool:
             raise SpoolError(f"unknown spool consumer {name!r} (known: {', '.join(self._consumers)})") from None
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or self._stopping:
             raise SpoolError("the spool is closed")
 
     # -- status ------------------------------------------------------------------------------------
     def stats(self) -> SpoolStats:
-        """Depth, age of the oldest sample, drops and gaps, per-consumer lag and acked totals."""
+        """Depth, age of the oldest sample, drops and gaps, per-consumer lag and acked totals, writer figures."""
         with self._lock:
             floor = min((c.acked for c in self._consumers.values()), default=0)
             depth = self._samples
             if self._chunks and floor >= self._chunks[0].first:
                 depth -= floor - self._chunks[0].first + 1
             age = (_now_ns() - self._chunks[0].t_ns) / 1e9 if self._chunks else 0.0
-            top = self._next_seq - 1
+            top = self._chunks[-1].last if self._chunks else 0
+            # samples handed over but not yet committed are in the spool too (not yet acked by any sink)
+            waiting = self._inbox_n + self._inflight
             return SpoolStats(
-                depth_samples=max(0, depth), depth_bytes=self._bytes, oldest_age_s=max(0.0, age),
+                depth_samples=max(0, depth) + waiting, depth_bytes=self._bytes, oldest_age_s=max(0.0, age),
                 dropped_total=self._dropped_total, gaps_total=self._gaps_total,
                 appended_total=self._appended_total, chunks=len(self._chunks),
-                lag_samples={c.name: self._lag(c, top) for c in self._consumers.values()},
+                lag_samples={c.name: self._lag(c, top) + waiting for c in self._consumers.values()},
                 acked_total={c.name: c.acked_total for c in self._consumers.values()},
                 appends_total=self._appends, append_seconds_total=self._append_seconds,
+                queue_samples=self._inbox_n, uncommitted_samples=self._inbox_n + self._inflight,
+                queue_dropped_total=self._queue_dropped, commits_total=self._commits,
+                commit_failures_total=self._commit_failures, commit_seconds_total=self._commit_seconds,
+                commit_buckets=list(self._commit_buckets),
             )
 
     def _lag(self, c: _Consumer, top: int) -> int:
@@ -608,13 +923,43 @@ class Spool:
         return list(self._consumers)
 
     def close(self) -> None:
-        """Write acked cursors and close the database (outstanding batches are simply not acked)."""
+        """Commit what is queued and the acked cursors, stop the writer and close the database (outstanding
+        batches are simply not acked). Never raises for a storage error (a full disk): it is logged."""
         with self._lock:
-            if self._closed:
+            if self._closed or self._stopping:
                 return
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
             try:
-                self._commit()
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                if self._changes or any(c.dirty for c in self._consumers.values()):
+                    self._cycle()
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as exc:
+                log.warning("spool: closing %s: %s (what was committed is kept)", self.directory / DB_NAME, exc)
             finally:
                 self._closed = True
+                self._cond.notify_all()
+                if self._reader is not None:
+                    self._reader.close()
                 self._db.close()
+
+
+def _group(batches: list[list[Sample]]) -> list[tuple[list[Sample], list[list[Sample]]]]:
+    """Pack appended batches into chunks of at most CHUNK_MAX_SAMPLES samples: (samples, the batches in it)."""
+    out: list[tuple[list[Sample], list[list[Sample]]]] = []
+    cur: list[Sample] = []
+    parts: list[list[Sample]] = []
+    for batch in batches:
+        for i in range(0, len(batch), CHUNK_MAX_SAMPLES):
+            piece = batch[i:i + CHUNK_MAX_SAMPLES] if len(batch) > CHUNK_MAX_SAMPLES else batch
+            if cur and len(cur) + len(piece) > CHUNK_MAX_SAMPLES:
+                out.append((cur, parts))
+                cur, parts = [], []
+            cur = cur + piece if cur else list(piece)
+            parts.append(piece)
+    if cur:
+        out.append((cur, parts))
+    return out

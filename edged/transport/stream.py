@@ -25,6 +25,7 @@ import asyncio
 import errno
 import logging
 import os
+import select
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -140,7 +141,10 @@ class SerialStream(ByteStream):
             self._lose(StreamClosed(f"{self.settings.url}: {exc.strerror or exc}"))
             return
         if not data:
-            self._lose(StreamClosed(f"{self.settings.url}: end of file (line closed)"))
+            # A tty in raw mode (VMIN 0) reads 0 bytes when nothing is there (another reader of the port took
+            # the data, a spurious wake-up); only a hang-up (an adapter gone) is the end of the line
+            if _hung_up(self.fd):
+                self._lose(StreamClosed(f"{self.settings.url}: hung up (line closed)"))
             return
         self._rx += data
         self._event.set()
@@ -245,6 +249,17 @@ class SerialStream(ByteStream):
     def closed(self) -> bool:
         """True after close() or a lost line."""
         return self._closed or self._error is not None
+
+
+def _hung_up(fd: int) -> bool:
+    """True when the tty reports a hang-up or an error (poll, no wait)."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    try:
+        events = p.poll(0)
+    except OSError:
+        return True
+    return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in events)
 
 
 class TcpStream(ByteStream):
