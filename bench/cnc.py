@@ -191,7 +191,9 @@ def main() -> int:
         if MD_SECTION in text:
             start = text.index(MD_SECTION)
             nxt = text.find("\n## ", start + 1)
-            text = text[:start] + body + (text[nxt:] if nxt >= 0 else "")
+            old = text[start:nxt if nxt >= 0 else len(text)]
+            notes = old[old.index("\nReading it:"):].rstrip("\n") + "\n" if "\nReading it:" in old else ""
+            text = text[:start] + body + notes + (text[nxt:] if nxt >= 0 else "")
         else:
             text = text.rstrip("\n") + "\n\n" + body
         md.write_text(text)
