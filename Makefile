@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/cycle_jitter.py
 	$(PY) bench/forward.py
 	$(PY) bench/sparkplug.py
+	$(PY) bench/cnc.py
 
 clean:
 	rm -rf build $(VENV) cext/*.c cext/*.so *.egg-info
