@@ -1,7 +1,6 @@
 """CncDriver: GRBL 1.1 and Haas Q-command machines over a serial line or TCP, with their machine state."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any, Callable
