@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test sysdeps venv bench clean
+.PHONY: demo test sysdeps venv bench clean install uninstall
 
 demo: $(STAMP)
 	$(VENV)/bin/edged demo
@@ -41,6 +41,16 @@ bench: $(STAMP)
 	$(PY) bench/forward.py
 	$(PY) bench/sparkplug.py
 	$(PY) bench/cnc.py
+	$(PY) bench/s7_poll.py
+
+# Install as a service: a venv in $(DESTDIR)/opt/edged, /usr/local/bin/edged, the unit, /etc/edged/cell.toml
+# (from the example, only when absent). `make uninstall` keeps /etc/edged and the spool. See docs/operations.md.
+INSTALL_FLAGS ?=
+install:
+	$(PYTHON) -m edged.commands.install --destdir "$(DESTDIR)" --python $(PYTHON) $(INSTALL_FLAGS)
+
+uninstall:
+	$(PYTHON) -m edged.commands.install --destdir "$(DESTDIR)" --uninstall
 
 clean:
 	rm -rf build $(VENV) cext/*.c cext/*.so *.egg-info

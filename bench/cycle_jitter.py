@@ -6,8 +6,15 @@ wake-up time minus the absolute deadline. Prints p50/p99/max per contender and t
 project targets; then the cost of one block step (200 blocks in a tight loop, simulated clock)
 against the same arithmetic done by Python functions.
 
+Like for like with cyclictest: cyclictest locks its memory (-m) and, by default, holds
+/dev/cpu_dma_latency at 0 so that idle CPUs poll instead of entering an idle state. This bench does
+the same for (a)-(c) (--cpu-dma-latency 0, mlockall) unless told otherwise; with
+--cpu-dma-latency -1 cyclictest runs with --laptop (no request either). See BENCHMARKS.md for why
+this decides the comparison on virtual machines (bench/cycle_trace.py shows where the time goes).
+
     .venv/bin/python bench/cycle_jitter.py                # 10 s each, priorities 0 and 80
     .venv/bin/python bench/cycle_jitter.py --seconds 2 --priorities 0 --json
+    .venv/bin/python bench/cycle_jitter.py --cpu-dma-latency -1   # no wake-up latency request anywhere
 """
 from __future__ import annotations
 
@@ -15,14 +22,14 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
-from edged.cext.control import CycleThread, SampleRing
+from edged.cext.control import CycleThread, SampleRing, lock_memory
+from edged.control import cyclictest
+from edged.control.pmqos import CpuLatencyRequest
 from edged.control.sim import synthetic_program
 
 
@@ -151,41 +158,14 @@ def run_python_thread(period_us: int, seconds: float, priority: int) -> dict[str
     return {**quantiles_us(late), "rt": priority > 0 and granted[0]}
 
 
-def run_cyclictest(period_us: int, seconds: float, priority: int) -> dict[str, Any] | None:
+def run_cyclictest(period_us: int, seconds: float, priority: int, hold_dma_latency: bool) -> dict[str, Any] | None:
     """(d) cyclictest (rt-tests) as the operating system's own floor; None when not installed."""
-    exe = shutil.which("cyclictest")
-    if exe is None:
-        return None
-    loops = int(seconds * 1e6 / period_us)
-    cmd = [exe, "-m", "-i", str(period_us), "-l", str(loops), "-q", "-h", "20000"]
-    if priority > 0:
-        cmd += ["-p", str(priority)]
     with Burner():
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 3 + 60)
-    if res.returncode != 0:
-        return {"error": (res.stderr or res.stdout).strip().splitlines()[-1:], "cmd": " ".join(cmd)}
-    hist: list[tuple[int, int]] = []
-    maxv, overflows = 0, 0
-    for line in res.stdout.splitlines():
-        if line.startswith("# Max Latencies:"):
-            maxv = int(line.split(":")[1].split()[0])
-        elif line.startswith("# Histogram Overflows:"):
-            overflows = int(line.split(":")[1].split()[0])
-        elif line and line[0].isdigit():
-            us, count = line.split()[:2]
-            hist.append((int(us), int(count)))
-    total = sum(c for _, c in hist) + overflows
-
-    def q(p: float) -> float:
-        rank, acc = min(total - 1, int(p * total)), 0
-        for us, c in hist:
-            acc += c
-            if acc > rank:
-                return float(us)
-        return float(maxv)
-
-    return {"p50_us": q(0.5), "p99_us": q(0.99), "max_us": float(maxv), "n": total, "rt": priority > 0,
-            "cmd": " ".join(cmd)}
+        res = cyclictest.run(period_us, seconds, priority, -1, mlock=True, hold_dma_latency=hold_dma_latency)
+    if res is not None and "error" not in res:
+        res["rt"] = priority > 0
+        res.pop("hist", None)
+    return res
 
 
 def block_step_cost(nblocks: int = 200, iterations: int = 100_000) -> dict[str, float]:
@@ -214,16 +194,24 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--blocks", type=int, default=200)
     ap.add_argument("--priorities", default="0,80", help="comma-separated SCHED_FIFO priorities (0: normal)")
+    ap.add_argument("--cpu-dma-latency", type=int, default=0, metavar="US",
+                    help="hold /dev/cpu_dma_latency at this many us during (a)-(c), as cyclictest does at 0 "
+                         "(default 0); -1: no request, and cyclictest runs with --laptop")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    req = CpuLatencyRequest()
+    dma_rc = req.acquire(args.cpu_dma_latency) if args.cpu_dma_latency >= 0 else -1
+    mlock_rc = lock_memory()
     report: dict[str, Any] = {"period_us": args.period_us, "seconds": args.seconds, "blocks": args.blocks,
-                              "cpus": os.cpu_count(), "runs": {}}
+                              "cpus": os.cpu_count(), "cpu_dma_latency_us": args.cpu_dma_latency,
+                              "cpu_dma_latency_held": dma_rc == 0, "mlock": mlock_rc == 0,
+                              "loadavg_before": os.getloadavg(), "runs": {}}
     for prio in [int(p) for p in args.priorities.split(",") if p.strip()]:
         runs = {
             "a_cycle_thread": run_cycle_thread(args.period_us, args.seconds, prio, args.blocks),
             "b_asyncio": run_asyncio(args.period_us, args.seconds, prio),
             "c_python_thread": run_python_thread(args.period_us, args.seconds, prio),
-            "d_cyclictest": run_cyclictest(args.period_us, args.seconds, prio),
+            "d_cyclictest": run_cyclictest(args.period_us, args.seconds, prio, dma_rc == 0),
         }
         a, b, d = runs["a_cycle_thread"], runs["b_asyncio"], runs["d_cyclictest"]
         ratios = {"a_p99_over_cyclictest_p99": a["p99_us"] / d["p99_us"] if d and d.get("p99_us") else None,
@@ -231,11 +219,15 @@ def main() -> int:
                   "python_thread_p99_over_a_p99": runs["c_python_thread"]["p99_us"] / a["p99_us"] if a["p99_us"] else None}
         report["runs"][f"priority_{prio}"] = {"runs": runs, "ratios": ratios}
     report["block_step"] = block_step_cost(args.blocks)
+    report["loadavg_after"] = os.getloadavg()
+    req.release()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"cycle jitter, period {args.period_us} us, {args.seconds:g} s each, Python thread burning CPU, "
-          f"{os.cpu_count()} CPU(s)")
+          f"{os.cpu_count()} CPU(s), mlock {'on' if report['mlock'] else 'off'}, cpu_dma_latency "
+          f"{'held at ' + str(args.cpu_dma_latency) + ' us' if report['cpu_dma_latency_held'] else 'not held'}; "
+          f"load average {report['loadavg_before'][0]:.2f} before, {report['loadavg_after'][0]:.2f} after")
     for key, r in report["runs"].items():
         print(f"\n{key}:")
         print(f"  {'contender':<18} {'p50 us':>10} {'p99 us':>10} {'max us':>10} {'n':>8}  rt")

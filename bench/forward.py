@@ -1,9 +1,16 @@
-"""Forwarding benchmark: edged's spool + MQTT sink vs a hand-written paho loop, spool writes, command round trip.
+"""Forwarding benchmark: edged's spool + MQTT sink vs a hand-written paho loop, spool writes, command round trip,
+and scans against a slow disk.
 
 Run from the repository root:  .venv/bin/python bench/forward.py
 Starts its own mosquitto on a free loopback port (under a temporary folder) and, for the command
 round trip, its own pymodbus server and an `edged run` subprocess. Prints each result and the
 ratios against the baseline measured in the same run.
+
+Slow disk only:  .venv/bin/python bench/forward.py --slow-fsync-only [--fsync-delays 0,20,50,200] [--src DIR]
+runs `edged run` (a sim device with 50 counters scanned every 10 ms, the default spool, a JSON-lines sink)
+with fsync/fdatasync made slower by an LD_PRELOAD shim (built with gcc), and prints scan overruns, commits
+and time spent in Spool.append. `--src DIR` runs the edged package found in DIR (e.g. an export of an older
+commit, for a before/after comparison; drivers and Cython extensions still come from this checkout).
 """
 from __future__ import annotations
 
@@ -33,6 +40,8 @@ from edged.spool.spool import Spool
 from edged.tag import Sample
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from slow_fsync_support import build_shim, slow_fsync_env  # noqa: E402  (the shim shared with the tests)
 
 
 def free_port() -> int:
@@ -87,9 +96,11 @@ async def bench_edged(port: int, total: int, batch: int, workdir: Path, durabili
     chunks = [make_samples(batch, i) for i in range(0, total, batch)]
     t0 = time.perf_counter()
     for chunk in chunks:
+        while getattr(spool.stats(), "queue_samples", 0) > 100_000:  # faster than any cell: wait for the writer
+            await asyncio.sleep(0.001)
         spool.append(chunk)
         await asyncio.sleep(0)  # acquisition and forwarding share the loop, as in the daemon
-    while spool.stats().depth_samples:
+    while spool.stats().depth_samples:  # includes samples waiting for the writer thread's commit (do not drop)
         await asyncio.sleep(0.001)
     elapsed = time.perf_counter() - t0
     task.cancel()
@@ -152,7 +163,11 @@ def bench_spool(workdir: Path, total: int, batch: int, durability: str) -> tuple
     chunks = [make_samples(batch, i) for i in range(0, total, batch)]
     t0 = time.perf_counter()
     for chunk in chunks:
+        if getattr(spool.stats(), "queue_samples", 0) > 100_000:  # faster than any cell: wait for the writer
+            spool.flush()
         spool.append(chunk)
+    if hasattr(spool, "flush"):  # until the writer thread committed everything (a spool before it: synchronous)
+        spool.flush()
     elapsed = time.perf_counter() - t0
     spool.close()
     return len(chunks) / elapsed, total / elapsed
@@ -288,6 +303,99 @@ command_burst = 1000
     return rtts
 
 
+# -- scans against a slow disk ---------------------------------------------------------------------------------
+def _metric_sum(text: str, name: str) -> float | None:
+    """Sum of every sample of one metric name in an exposition (None if absent)."""
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+            seen = True
+    return total if seen else None
+
+
+def bench_slow_fsync(workdir: Path, shim: Path, delay_ms: int, seconds: float, src: str | None) -> dict[str, float]:
+    """Run the daemon with fsync delay_ms slower; overruns, scans, commits and append time over `seconds`."""
+    import urllib.request
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    tags = "".join(f'\n[device.sim1.tag.c{i}]\naddress = "counter:0"\nscan_ms = 10\n' for i in range(50))
+    cell = workdir / "cell.toml"
+    cell.write_text(f"""
+[cell]
+name = "bench"
+state_dir = "{workdir / 'state'}"
+log_level = "warning"
+[metrics]
+listen = "127.0.0.1:{port}"
+[device.sim1]
+driver = "sim"
+{tags}
+[sink.local]
+type = "jsonl"
+path = "samples.jsonl"
+""")
+    env = dict(os.environ, **slow_fsync_env(shim, delay_ms))
+    if src:
+        env["PYTHONPATH"] = src
+    # cwd: `python -m` puts it first on sys.path, so it must not be a checkout other than --src
+    proc = subprocess.Popen([sys.executable, "-m", "edged", "run", "-c", str(cell)], env=env, cwd=workdir,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                scrape()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("edged did not start")
+                time.sleep(0.2)
+        time.sleep(2.0)  # warm up: connect, first commits
+        a, t0 = scrape(), time.monotonic()
+        time.sleep(seconds)
+        b, t1 = scrape(), time.monotonic()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+    def delta(name: str) -> float:
+        x, y = _metric_sum(a, name), _metric_sum(b, name)
+        return (y - x) if x is not None and y is not None else float("nan")
+
+    return {"seconds": t1 - t0, "scans": delta("edged_scans_total"), "overruns": delta("edged_scan_overruns_total"),
+            "commits": delta("edged_spool_commits_total"), "append_s": delta("edged_spool_append_duration_seconds_sum"),
+            "appends": delta("edged_spool_append_duration_seconds_count"),
+            "commit_s": delta("edged_spool_commit_duration_seconds_sum"), "exit": proc.returncode}
+
+
+def slow_fsync_report(work: Path, delays: list[int], seconds: float, src: str | None) -> None:
+    """Print one line per fsync delay."""
+    if not delays:
+        return
+    shim = build_shim(work / "shim")
+    if shim is None:
+        print("slow fsync: skipped (no gcc to build the LD_PRELOAD shim)")
+        return
+    print(f"slow disk: `edged run` from {src or 'this checkout'}, sim device with 50 counters every 10 ms, default "
+          f"spool, JSON-lines sink, {seconds:.0f} s per delay")
+    for delay in delays:
+        r = bench_slow_fsync(work / f"slow-{delay}", shim, delay, seconds, src)
+        if r["commits"] == r["commits"]:
+            commits = f"{r['commits'] / r['seconds']:5.1f} commits/s"
+        else:  # a spool before the writer thread: one commit per append
+            commits = f"{r['appends'] / r['seconds']:5.1f} commits/s (one per append)"
+        print(f"fsync +{delay:3d} ms: {r['scans']:6.0f} scans, {r['overruns']:5.0f} overruns, {commits}, "
+              f"Spool.append {r['append_s']:6.3f} s of {r['seconds']:.1f} s, commit time {r['commit_s']:6.2f} s, "
+              f"exit {r['exit']}")
+
+
 def main() -> int:
     """Run every measurement and print results and ratios."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -295,8 +403,19 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=1000, help="samples per spool append")
     ap.add_argument("--commands", type=int, default=200, help="commands for the round-trip measurement")
     ap.add_argument("--rounds", type=int, default=3, help="forwarding runs (best is reported)")
+    ap.add_argument("--slow-fsync-only", action="store_true", help="only the slow-disk scan measurement")
+    ap.add_argument("--fsync-delays", default="0,20,50,200", help="extra ms per fsync, comma-separated")
+    ap.add_argument("--slow-seconds", type=float, default=12.0, help="measured seconds per fsync delay")
+    ap.add_argument("--src", default=None, help="run the edged package from this folder (slow-disk case)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edged-bench-"))
+    delays = [int(x) for x in args.fsync_delays.split(",") if x.strip()]
+    if args.slow_fsync_only:
+        try:
+            slow_fsync_report(work, delays, args.slow_seconds, args.src)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
     broker, port = start_broker(work)
     try:
         spec = MqttSpec(name="up", conn=MqttConnection(host="127.0.0.1", port=port, client_id="x"))
@@ -317,7 +436,7 @@ def main() -> int:
         print(f"(b) hand-written paho loop, encodes the same payloads: {b:12,.0f} samples/s")
         print(f"(b0) same, payloads encoded before the clock starts:  {b0:12,.0f} samples/s")
         print(f"fsync latency of this disk during the run: median {fsync_latency_ms(work):.2f} ms "
-              "(each durability=batch append waits for one)")
+              "(each durability=batch commit waits for one)")
         for durability in ("batch", "os"):
             appends, sps = bench_spool(work, args.samples, args.batch, durability)
             print(f"spool append alone, durability={durability:5}: {appends:9,.0f} appends/s  {sps:12,.0f} samples/s")
@@ -330,6 +449,7 @@ def main() -> int:
         p99 = rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] * 1000
         print(f"command round trip (MQTT -> edged -> Modbus write -> response), {len(rtts)} commands: "
               f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {rtts[-1] * 1000:.1f} ms   target p99 < 50 ms")
+        slow_fsync_report(work, delays, args.slow_seconds, args.src)
     finally:
         broker.terminate()
         broker.wait(10)

@@ -12,6 +12,8 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from libc.math cimport isfinite, fabs
 from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.tuple cimport PyTuple_SET_ITEM
 
 # Type codes: must match drivers/modbus/address.py (T_BIT ... T_COIL).
 cdef enum:
@@ -33,7 +35,22 @@ _TYPE_NAMES = ("bit", "int16", "uint16", "int32", "uint32", "float32", "int64", 
                "string", "coil")
 cdef double FLOAT32_MAX = 3.4028234663852886e38
 
-cdef object _tuple_new = tuple.__new__
+cdef extern from "Python.h":
+    ctypedef struct PyTypeObject:
+        PyObject* (*tp_alloc)(PyTypeObject*, Py_ssize_t) except NULL
+    ctypedef struct PyObject
+
+
+cdef inline object _reading(object cls, object tag, object value, object quality, object ts):
+    """A 4-tuple of the tuple subclass ``cls`` (a NamedTuple), built in place as tuple.__new__ would."""
+    cdef PyTypeObject* t = <PyTypeObject*>cls
+    cdef object r = <object>t.tp_alloc(t, 4)
+    Py_DECREF(r)  # tp_alloc returned a new reference; the <object> cast took another
+    Py_INCREF(tag); PyTuple_SET_ITEM(r, 0, tag)
+    Py_INCREF(value); PyTuple_SET_ITEM(r, 1, value)
+    Py_INCREF(quality); PyTuple_SET_ITEM(r, 2, quality)
+    Py_INCREF(ts); PyTuple_SET_ITEM(r, 3, ts)
+    return r
 
 
 def words(int type_code, int length=0):
@@ -299,8 +316,13 @@ cdef class Program:
         cdef int i
         cdef object cls = self.factory
         cdef tuple tags = self.tags
-        for i in range(self.n):
-            out.append(_tuple_new(cls, (tags[i], self._value(i), quality, ts_ns)))
+        cdef object ts = ts_ns
+        if isinstance(cls, type) and issubclass(cls, tuple):
+            for i in range(self.n):
+                out.append(_reading(cls, tags[i], self._value(i), quality, ts))
+        else:
+            for i in range(self.n):
+                out.append(cls(tags[i], self._value(i), quality, ts))
         return out
 
 
@@ -314,9 +336,29 @@ cdef class Program:
         cdef int i
         cdef object cls = self.factory
         cdef tuple tags = self.tags
-        for i in range(self.n):
-            out.append(_tuple_new(cls, (tags[i], self._value(i), quality, ts_ns)))
+        cdef object ts = ts_ns
+        if isinstance(cls, type) and issubclass(cls, tuple):
+            for i in range(self.n):
+                out.append(_reading(cls, tags[i], self._value(i), quality, ts))
+        else:
+            for i in range(self.n):
+                out.append(cls(tags[i], self._value(i), quality, ts))
         return out
+
+    def readings_mbap(self, bytes frame, int unit, int fc, long long ts_ns, quality):
+        """Readings of a whole Modbus/TCP read response (MBAP header first), or None unless it matches exactly.
+
+        Exactly: total size = 6 + MBAP length, unit id, function code, byte count (the request's) and
+        MBAP length = 3 + byte count. On None, ``edged.cext.mbap.check_read`` says which field differs.
+        The transaction id is the caller's to match.
+        """
+        cdef const unsigned char* b = <const unsigned char*>PyBytes_AS_STRING(frame)
+        cdef Py_ssize_t n = len(frame)
+        cdef Py_ssize_t nbytes = (self.span + 7) // 8 if self.bit_table else 2 * self.span
+        if n < 9 or n != 9 + nbytes or ((b[4] << 8) | b[5]) != 3 + nbytes or b[6] != unit or b[7] != fc \
+                or b[8] != nbytes:
+            return None
+        return self.readings_from(frame, 9, ts_ns, quality)
 
     def decode_from(self, bytes frame, Py_ssize_t pos):
         """Like ``decode()``, from the data bytes of a response frame that start at ``pos``."""

@@ -50,6 +50,7 @@ cdef enum:
     OP_MAVG = 83
     OP_Z1 = 90
     OP_QUALITY = 91
+    OP_HEARTBEAT = 92
 
 OPCODES = {
     "AND": OP_AND, "OR": OP_OR, "XOR": OP_XOR, "NOT": OP_NOT, "GT": OP_GT, "GE": OP_GE, "LT": OP_LT,
@@ -58,6 +59,7 @@ OPCODES = {
     "ADD": OP_ADD, "SUB": OP_SUB, "MUL": OP_MUL, "DIV": OP_DIV, "MIN": OP_MIN, "MAX": OP_MAX,
     "LIMIT": OP_LIMIT, "SEL": OP_SEL, "MOVE": OP_MOVE, "SCALE": OP_SCALE, "PID": OP_PID,
     "RAMP": OP_RAMP, "LPF": OP_LPF, "MAVG": OP_MAVG, "Z1": OP_Z1, "QUALITY": OP_QUALITY,
+    "HEARTBEAT": OP_HEARTBEAT,
 }
 """Block type name -> interpreter op code (checked against edged.control.blocks_catalog)."""
 
@@ -398,6 +400,17 @@ cdef void run_block(Blk* b, double* ws, uint8_t* wq, double* heap, int64_t now) 
         # the quality of IN as values; these outputs are facts, always of good quality
         ws[O[0]] = wq[I[0]] == Q_GOOD
         ws[O[1]] = wq[I[0]]
+        qual = Q_GOOD
+    elif op == OP_HEARTBEAT:
+        # s[0]: Q; toggles every cycle (PT = 0) or every PT ms, on the cycle's own time base. A
+        # device-side watchdog that sees Q stop toggling knows that edged (or its cycle) stopped.
+        pt = ws[I[0]] if ws[I[0]] > 0.0 else 0.0
+        if not (b.flags & F_STARTED):
+            b.t0 = now
+        elif pt == 0.0 or _timer_done(now - b.t0, pt):
+            s[0] = 0.0 if s[0] != 0.0 else 1.0
+            b.t0 = now
+        ws[O[0]] = s[0]
         qual = Q_GOOD
 
     for k in range(b.nout):

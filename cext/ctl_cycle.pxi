@@ -41,6 +41,8 @@ ctypedef struct Cycle:
 cdef void* cycle_main(void* arg) noexcept nogil:
     cdef Cycle* c = <Cycle*>arg
     cdef int64_t next_t, now, wake, end, target, missed
+    ctl_set_name("edged-cycle")
+    ctl_prefault_stack()
     c.prio_rc = ctl_set_fifo(c.priority) if c.priority > 0 else -1
     if c.priority <= 0 or c.prio_rc != 0:
         c.slice_rc = ctl_tune_other(SLICE_NS)

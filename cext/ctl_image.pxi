@@ -79,6 +79,17 @@ cdef void image_write_from(Image* im, double* ws, uint8_t* wq, int32_t* ws_idx, 
     ctl_store_rel(&im.seq, s + 2)
 
 
+cdef void image_write_vals(Image* im, double* vals, int count) noexcept nogil:
+    """Seqlock write of the values of slots 0..count-1 (single writer; quality and time untouched)."""
+    cdef uint64_t s = ctl_load_rlx(&im.seq)
+    cdef int i
+    ctl_store_rlx(&im.seq, s + 1)
+    ctl_fence_rel()
+    for i in range(count):
+        im.val[i] = vals[i]
+    ctl_store_rel(&im.seq, s + 2)
+
+
 cdef bint image_read_slots(Image* im, int32_t* slots, int count, double* v, uint8_t* q,
                            int tries) noexcept nogil:
     """Consistent copy of some slots; False when every try saw a concurrent write."""

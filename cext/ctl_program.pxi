@@ -3,6 +3,9 @@
 # Threads: Program is built by the asyncio thread from a plain layout (edged.control.graph).
 # prog_cycle runs without the GIL on the program's cycle thread; Program.step runs the same C code
 # with the GIL released, for tests and tools, and is refused while a cycle thread owns the program.
+# Retained block state is copied out by the cycle (prog_publish_retained, nogil, seqlock write) and
+# read by the asyncio thread (Program.retained, GIL released while it copies); Program.restore
+# loads it before the program is attached to a cycle thread.
 
 ctypedef struct Prog:
     Blk* blk
@@ -28,6 +31,10 @@ ctypedef struct Prog:
     int nrep
     int reported_once
     uint64_t stale_inputs    # cycles that kept the previous inputs (writer busy)
+    int32_t* ret_blk         # retained blocks: block index k ...
+    int nret
+    double* ret_buf          # ... whose state (s[0..3], timer elapsed ns) is copied here each cycle
+    Image* ret_img           # ... and published through this seqlock (read by the asyncio thread)
 
 
 cdef void prog_free(Prog* p) noexcept nogil:
@@ -35,8 +42,30 @@ cdef void prog_free(Prog* p) noexcept nogil:
         return
     free(p.blk); free(p.ws); free(p.wq); free(p.heap); free(p.in_img); free(p.in_ws); free(p.in_v)
     free(p.in_q); free(p.z1); free(p.out_ws); free(p.rep_ws); free(p.rep_v); free(p.rep_q)
-    free(p.rep_db)
+    free(p.rep_db); free(p.ret_blk); free(p.ret_buf)
+    image_free(p.ret_img)
     free(p)
+
+
+cdef enum:
+    RET_WIDTH = 5            # doubles per retained block: s[0..3] and the timer's elapsed ns
+
+
+cdef void prog_publish_retained(Prog* p, int64_t now) noexcept nogil:
+    """Copy the retained blocks' state out through a seqlock (never waits; one writer: this cycle)."""
+    cdef int i, j
+    cdef Blk* b
+    cdef double* d = p.ret_buf
+    for i in range(p.nret):
+        b = &p.blk[p.ret_blk[i]]
+        for j in range(4):
+            d[i * RET_WIDTH + j] = b.s[j]
+        # only a running timer's elapsed time is state (the rest would change every cycle for nothing)
+        if (b.op == OP_TON or b.op == OP_TOF or b.op == OP_TP) and b.s[0] != 0.0:
+            d[i * RET_WIDTH + 4] = <double>(now - b.t0)
+        else:
+            d[i * RET_WIDTH + 4] = 0.0
+    image_write_vals(p.ret_img, d, p.nret * RET_WIDTH)
 
 
 cdef inline bint _changed(double a, double b, double deadband) noexcept nogil:
@@ -64,6 +93,8 @@ cdef void prog_cycle(Prog* p, Image* inimg, Image* outimg, Ring* ring, int64_t n
             p.stale_inputs += 1
     run_blocks(p.blk, p.nblk, p.ws, p.wq, p.heap, now)
     run_latches(p.blk, p.z1, p.nz1, p.ws, p.wq)
+    if p.nret > 0:
+        prog_publish_retained(p, now)
     if outimg != NULL and p.nout > 0:
         image_write_from(outimg, p.ws, p.wq, p.out_ws, p.nout, wall)
     if ring != NULL:
@@ -91,13 +122,14 @@ cdef class Program:
       outputs:    [idx]                     published into output image slot k
       reports:    [idx]                     reported on change as pin id k
       deadbands:  [float]                   per reported pin: report only moves of at least this much
+      retain:     [block index]             blocks whose state is copied out every cycle (retained())
     """
 
     cdef Prog* p
     cdef public bint attached
 
     def __cinit__(self, int nws, list blocks, list consts, list tag_inputs, list outputs, list reports,
-                  list deadbands=None):
+                  list deadbands=None, list retain=None):
         cdef int i, k, heap = 0
         cdef Blk* b
         cdef Prog* p
@@ -186,6 +218,17 @@ cdef class Program:
                 if not db >= 0.0:
                     raise ValueError(f"expected deadbands >= 0, found {db}")
                 p.rep_db[i] = db
+        retain = retain or []
+        p.nret = len(retain)
+        p.ret_blk = <int32_t*>calloc(p.nret + 1, sizeof(int32_t))
+        p.ret_buf = <double*>calloc(p.nret * RET_WIDTH + 1, sizeof(double))
+        p.ret_img = image_new(p.nret * RET_WIDTH)
+        if p.ret_blk == NULL or p.ret_buf == NULL or p.ret_img == NULL:
+            raise MemoryError()
+        for i, bi in enumerate(retain):
+            if not 0 <= bi < p.nblk:
+                raise ValueError(f"expected a block index in 0..{p.nblk - 1} to retain, found {bi}")
+            p.ret_blk[i] = bi
 
     def __dealloc__(self):
         prog_free(self.p)
@@ -199,6 +242,57 @@ cdef class Program:
     def stale_inputs(self) -> int:
         """Cycles that kept their previous inputs because the image writer was busy."""
         return self.p.stale_inputs
+
+    @property
+    def nretained(self) -> int:
+        """Number of retained blocks."""
+        return self.p.nret
+
+    def retained(self):
+        """Asyncio thread: [(s0, s1, s2, s3, timer elapsed ns)] of each retained block, from one cycle.
+
+        None before the first cycle has run (nothing to save yet). Never blocks the cycle thread: a
+        read torn by a concurrent cycle is retried (GIL released).
+        """
+        cdef Image* im = self.p.ret_img
+        cdef int n = im.n, i
+        cdef uint64_t s1, s2
+        cdef double* v
+        if self.p.nret == 0 or ctl_load_acq(&im.seq) == 0:
+            return None
+        v = <double*>calloc(n + 1, sizeof(double))
+        if v == NULL:
+            raise MemoryError()
+        try:
+            with nogil:
+                while True:
+                    s1 = ctl_load_acq(&im.seq)
+                    if s1 & 1:
+                        continue
+                    for i in range(n):
+                        v[i] = im.val[i]
+                    ctl_fence_acq()
+                    s2 = ctl_load_rlx(&im.seq)
+                    if s1 == s2:
+                        break
+            return [tuple(v[k * RET_WIDTH + j] for j in range(RET_WIDTH)) for k in range(self.p.nret)]
+        finally:
+            free(v)
+
+    def restore(self, int k, state, double elapsed_ns) -> None:
+        """Load retained block k (index into `retain`) before the program runs: s[0..3] and timer elapsed ns."""
+        cdef Blk* b
+        if self.attached:
+            raise RuntimeError("the program is owned by a running cycle thread")
+        if not 0 <= k < self.p.nret:
+            raise IndexError(k)
+        vals = [float(x) for x in state]
+        if len(vals) != 4:
+            raise ValueError(f"expected 4 state values, found {len(vals)}")
+        b = &self.p.blk[self.p.ret_blk[k]]
+        for j in range(4):
+            b.s[j] = vals[j]
+        b.t0 = ctl_mono() - <int64_t>elapsed_ns
 
     def max_input_slot(self) -> int:
         """Largest input image slot the program reads (-1 when none)."""

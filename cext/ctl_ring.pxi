@@ -66,6 +66,7 @@ cdef class SampleRing:
             free(self.r)
             self.r = NULL
             raise MemoryError()
+        ctl_prefault(self.r.e, cap * sizeof(RingEntry))   # no page fault on a first push
         self.r.mask = cap - 1
         self.r.fd = wake_fd
         self.r.armed = 1

@@ -34,6 +34,11 @@ class MetricsSpec:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = DEFAULT_METRICS_PORT
+    tls_cert: str | None = None      # HTTPS with this certificate chain and key (prometheus-client's TLS)
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # require client certificates signed by this CA
+    username: str | None = None      # HTTP basic auth: the user and the file holding the password
+    password_file: str | None = None
 
 
 @dataclass(slots=True)
@@ -168,6 +173,9 @@ def _parse_metrics(sec: Section | None) -> MetricsSpec:
             sec.error("listen", f"expected HOST:PORT such as \"127.0.0.1:{DEFAULT_METRICS_PORT}\", found {listen!r}")
         else:
             spec.host, spec.port = host.strip("[]"), int(port)
+    from edged.metrics import parse_metrics_security
+
+    parse_metrics_security(sec, spec)
     sec.finish()
     return spec
 

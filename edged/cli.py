@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import pkgutil
 import sys
 from typing import Sequence
 
 import edged
 import edged.commands
+from edged import logsetup
 from edged.errors import ConfigError
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -49,8 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(level=(args.log_level or "info").upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsetup.setup(args.log_level or "info")
     try:
         return int(args._run(args) or 0)
     except ConfigError as exc:

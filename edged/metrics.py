@@ -1,10 +1,19 @@
 """Prometheus metrics of the runtime: collected at scrape time from devices, drivers and tag values."""
 from __future__ import annotations
 
+import base64
+import hmac
+import ipaddress
+import json
 import logging
-from typing import TYPE_CHECKING, Iterator
+import os
+import ssl
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+from wsgiref.simple_server import make_server
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer, _get_best_family, _get_ssl_ctx, _SilentHandler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
@@ -12,7 +21,9 @@ import edged
 from edged.device import DeviceState
 
 if TYPE_CHECKING:
+    from edged.cell import MetricsSpec
     from edged.runtime import Runtime
+    from edged.schema import Section
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +69,7 @@ class RuntimeCollector(Collector):
         unit_up = GaugeMetricFamily("edged_device_unit_up", "1 when a part of a device that fails on its own (a unit "
                                                             "behind a gateway, a subscription) answers.",
                                     labels=["device", "unit"])
-        gauges = GaugeMetricFamily("edged_device_gauge", "Driver facts about a device (negotiated PDU size, server "
+        gauges = GaugeMetricFamily("edged_device_fact", "Driver facts about a device (negotiated PDU size, server "
                                                          "service level, ...), by name.", labels=["device", "name"])
         infos: list[InfoMetricFamily] = []
         for name, runner in rt.runners.items():
@@ -112,7 +123,7 @@ class RuntimeCollector(Collector):
             refused.add_metric([reason], n)
         yield refused
 
-        exported = [t for t in rt.cell.tags.values() if t.export_metric]
+        exported = [t for t in list(rt.cell.tags.values()) if t.export_metric]  # a reload may swap the tags
         if exported:
             g = GaugeMetricFamily("edged_tag_value", "Current value of tags configured with export_metric = true.",
                                   labels=["device", "tag", "unit"])
@@ -151,6 +162,99 @@ def _merge_infos(infos: list[InfoMetricFamily]) -> Iterator[InfoMetricFamily]:
     yield merged
 
 
-def serve(registry: CollectorRegistry, host: str, port: int) -> tuple[object, object]:
-    """Start the metrics HTTP server in a thread; returns (server, thread)."""
-    return start_http_server(port, addr=host, registry=registry)
+def parse_metrics_security(sec: "Section", spec: "MetricsSpec") -> None:
+    """Read the TLS and basic-auth keys of [metrics] into spec (tls_cert/tls_key, tls_client_ca, username,
+    password_file)."""
+    spec.tls_cert = sec.get_str("tls_cert", None)
+    spec.tls_key = sec.get_str("tls_key", None)
+    spec.tls_client_ca = sec.get_str("tls_client_ca", None)
+    spec.username = sec.get_str("username", None)
+    spec.password_file = sec.get_str("password_file", None)
+    for key in ("tls_cert", "tls_key", "tls_client_ca", "password_file"):
+        value = getattr(spec, key)
+        if value is not None and not os.path.isabs(value):
+            sec.error(key, f"expected an absolute file path, found {value!r}")
+    if (spec.tls_cert is None) != (spec.tls_key is None):
+        sec.error("tls_key" if spec.tls_key is None else "tls_cert",
+                  "missing required key (tls_cert and tls_key go together)")
+    if spec.tls_client_ca is not None and spec.tls_cert is None:
+        sec.error("tls_client_ca", "expected tls_cert and tls_key too (client certificates need TLS)")
+    if (spec.username is None) != (spec.password_file is None):
+        sec.error("password_file" if spec.password_file is None else "username",
+                  "missing required key (username and password_file go together)")
+
+
+def _check_basic_auth(header: str, username: str, password: str) -> bool:
+    """True when an Authorization header carries exactly this user and password (constant-time compare)."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, sep, pw = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return bool(sep) and hmac.compare_digest(user.encode(), username.encode()) \
+        and hmac.compare_digest(pw.encode(), password.encode())
+
+
+def make_app(registry: CollectorRegistry, status: Callable[[], dict[str, Any]] | None = None,
+             auth: tuple[str, str] | None = None) -> Callable:
+    """The WSGI app: /status as JSON (from ``status``), every other path the Prometheus exposition;
+    with ``auth`` (user, password) every request needs HTTP basic auth."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
+        if auth is not None and not _check_basic_auth(environ.get("HTTP_AUTHORIZATION", ""), *auth):
+            start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="edged"'),
+                                                ("Content-Type", "text/plain")])
+            return [b"authentication required\n"]
+        if environ.get("PATH_INFO", "").rstrip("/") == "/status" and status is not None:
+            try:
+                body, code = json.dumps(status(), indent=1).encode() + b"\n", "200 OK"
+            except TimeoutError as exc:
+                body, code = json.dumps({"error": str(exc)}).encode() + b"\n", "503 Service Unavailable"
+            except Exception as exc:
+                log.error("status: %r", exc, exc_info=exc)
+                body, code = json.dumps({"error": repr(exc)}).encode() + b"\n", "500 Internal Server Error"
+            start_response(code, [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+            return [body]
+        return metrics_app(environ, start_response)
+
+    return app
+
+
+def serve(registry: CollectorRegistry, host: str, port: int, *, spec: "MetricsSpec | None" = None,
+          status: Callable[[], dict[str, Any]] | None = None) -> tuple[object, object]:
+    """Start the metrics and status HTTP server in a thread (TLS and basic auth as ``spec`` says);
+    returns (server, thread)."""
+    class Server(ThreadingWSGIServer):
+        """prometheus-client's threading server, with the address family of ``host``."""
+
+    Server.address_family, addr = _get_best_family(host, port)
+    auth = None
+    if spec is not None and spec.username and spec.password_file:
+        from edged.secrets import read_secret_file
+
+        auth = (spec.username, read_secret_file(spec.password_file))
+    httpd = make_server(addr, port, make_app(registry, status, auth), Server, handler_class=_SilentHandler)
+    if spec is not None and spec.tls_cert and spec.tls_key:
+        from edged.secrets import credential_path
+
+        ctx = _get_ssl_ctx(str(credential_path(spec.tls_cert)), str(credential_path(spec.tls_key)),
+                           ssl.PROTOCOL_TLS_SERVER, spec.tls_client_ca, None, spec.tls_client_ca is not None)
+        # the handshake runs in the request's thread, not in accept(): a client that connects and stalls
+        # cannot block the server for everyone else
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
+    elif spec is not None and not _is_loopback(addr):
+        log.warning("metrics and status on %s:%d without TLS%s: anyone on that network can read them",
+                    host, port, "" if auth else " or basic auth")
+    thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    return httpd, thread
+
+
+def _is_loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return addr == "localhost"

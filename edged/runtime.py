@@ -16,6 +16,7 @@ from edged.device import DeviceRunner, DeviceState
 from edged.errors import DeviceUnavailable, ReadFailed, WriteFailed, WriteRefused
 from edged.metrics import RuntimeCollector, poll_histogram, serve
 from edged.sinks.base import SinkContext, WriteResult
+from edged.status import StatusBoard
 from edged.tag import Reading, Sample
 from edged.writes import check_write
 
@@ -42,8 +43,10 @@ class Runtime:
         self.registry = registry or CollectorRegistry()
         self.stats = RuntimeStats()
         self.current: dict[str, tuple[Any, int, int]] = {}
-        self.filter = ChangeFilter(max((t.slot for t in cell.tags.values()), default=-1) + 1,
-                                   heartbeat_s=cell.heartbeat_s)
+        slots = max((t.slot for t in cell.tags.values()), default=-1) + 1
+        # spare slots for tags a reload adds (a reload needing more is refused: restart needed)
+        self.slot_capacity = slots + max(SPARE_SLOTS_MIN, slots)
+        self.filter = ChangeFilter(self.slot_capacity, heartbeat_s=cell.heartbeat_s)
         self._serve_metrics = serve_metrics and cell.metrics.enabled
         self.drain_s = 2.0
         self._metrics_server: Any = None
@@ -54,7 +57,10 @@ class Runtime:
         self._pending: list[Sample] = []
         self.control: Any = None
         self.metrics_url = ""
-        hist = poll_histogram(self.registry)
+        self.status: StatusBoard | None = None
+        self.reloader: Any = None
+        self._status_task: asyncio.Task | None = None
+        hist = self.poll_hist = poll_histogram(self.registry)
         index = _group_index(cell)
         self.runners: dict[str, DeviceRunner] = {
             name: DeviceRunner(dev, cell.scans, self.accept, hist, index, self.current)
@@ -107,7 +113,9 @@ class Runtime:
         except WriteRefused as exc:
             reason = "read_only" if not tag.writable else "invalid_value"
             return self._refuse(reason, key, str(exc), source)
-        runner = self.runners[tag.device]
+        runner = self.runners.get(tag.device)  # None for a moment while a reload restarts the device
+        if runner is None:
+            return self._refuse("device_down", key, f"{key}: device {tag.device} is restarting (reload)", source)
         if runner.state not in (DeviceState.UP, DeviceState.DEGRADED):
             return self._refuse("device_down", key, f"{key}: device {tag.device} is {runner.state.value}", source)
         old = self.current.get(key, (None, 0, 0))[0]
@@ -133,6 +141,30 @@ class Runtime:
         log.warning("audit: write refused (%s) from %s: %s", reason, source, message)
         return WriteResult(False, key, error=message)
 
+    # -- reload: devices added, removed or restarted while the others keep running ------------------
+    def add_device(self, device: Any) -> DeviceRunner:
+        """Start a runner for a device of the (new) cell, supervised as task ``device:<name>``."""
+        name = device.spec.name
+        runner = DeviceRunner(device, self.cell.scans, self.accept, self.poll_hist, _group_index(self.cell),
+                              self.current)
+        self.runners = {**self.runners, name: runner}  # a new dict: a scrape may be iterating the old one
+        self._tasks.append(asyncio.create_task(_supervise(runner.run, f"device {name}"), name=f"device:{name}"))
+        return runner
+
+    async def remove_device(self, name: str) -> None:
+        """Stop a device's runner and close its driver; its poll histogram series go too."""
+        runner = self.runners[name]
+        tasks = [t for t in self._tasks if t.get_name() == f"device:{name}"]
+        self._tasks = [t for t in self._tasks if t not in tasks]
+        await _cancel_all(tasks, "device")
+        await runner.stop()
+        self.runners = {k: v for k, v in self.runners.items() if k != name}
+        for g in runner.groups:
+            try:
+                self.poll_hist.remove(name, g.name)
+            except KeyError:
+                pass
+
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         """Bring up spool, sinks, metrics, control and devices, in that order."""
@@ -142,6 +174,7 @@ class Runtime:
 
         cell = self.cell
         _quiet_unretrieved_connection_errors(asyncio.get_running_loop())
+        self._listen_for_reload()
         cell.state_dir.mkdir(parents=True, exist_ok=True)
         self.spool = Spool.open(cell.state_dir / "spool", cell.spool, [s.name for s in cell.sinks])
         register_spool_metrics(self.spool, self.registry)
@@ -151,28 +184,43 @@ class Runtime:
         for sink in self.sinks:
             self._sink_tasks.append(asyncio.create_task(_supervise(sink.run, f"sink {sink.name}"),
                                                         name=f"sink:{sink.name}"))
+        self.status = StatusBoard(self)
+        self._status_task = asyncio.create_task(self.status.run(), name="status")
         if self._serve_metrics:
             try:
-                self._metrics_server = serve(self.registry, cell.metrics.host, cell.metrics.port)
+                self._metrics_server = serve(self.registry, cell.metrics.host, cell.metrics.port, spec=cell.metrics,
+                                             status=self.status.snapshot_threadsafe)
             except OSError as exc:
                 raise OSError(exc.errno, f"metrics listen {cell.metrics.host}:{cell.metrics.port}: "
                                          f"{exc.strerror or exc}") from None
             port = self._metrics_server[0].server_port if hasattr(self._metrics_server[0], "server_port") \
                 else cell.metrics.port
             host = cell.metrics.host if ":" not in cell.metrics.host else f"[{cell.metrics.host}]"
-            self.metrics_url = f"http://{host}:{port}/metrics"
+            self.metrics_url = f"{'https' if cell.metrics.tls_cert else 'http'}://{host}:{port}/metrics"
         if cell.control is not None and self.read_only:
             log.warning("read-only: the cell's control tasks do not run and no write reaches a device")
         elif cell.control is not None:
             from edged.control import ControlPlane
 
-            self.control = ControlPlane(cell.control, cell.tags, self.registry)
+            self.control = ControlPlane(cell.control, cell.tags, self.registry, state_dir=cell.state_dir)
             self.control.start(asyncio.get_running_loop(), self.append, self.write_tag)
         for name, runner in self.runners.items():
             self._tasks.append(asyncio.create_task(_supervise(runner.run, f"device {name}"), name=f"device:{name}"))
         self._tasks.append(asyncio.create_task(self._count_tasks(), name="count-tasks"))
         log.info("cell %s running: %d device(s), %d tag(s), %d sink(s)%s", cell.name, len(self.runners),
                  len(cell.tags), len(self.sinks), f", metrics on {self.metrics_url}" if self.metrics_url else "")
+        if self.reloader is not None:
+            self.reloader.ready.set()
+
+    def _listen_for_reload(self) -> None:
+        """SIGHUP reloads the cell file (edged.reload); the file is read now as the baseline of the next reload."""
+        from edged.reload import Reloader
+
+        self.reloader = Reloader(self)
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reloader.request)
+        except (ValueError, RuntimeError):  # not the main thread (an embedding); reload() can still be called
+            pass
 
     async def _count_tasks(self, every_s: float = 5.0) -> None:
         """Keep the number of asyncio tasks for the metrics (a leak shows as a rising edged_asyncio_tasks)."""
@@ -181,11 +229,20 @@ class Runtime:
             await asyncio.sleep(every_s)
 
     async def stop(self) -> None:
-        """Stop scans (no new data), then control (its last writes still reach open drivers), then close the
-        drivers, give sinks a moment to forward, and close the spool: it keeps what sinks did not ack."""
-        await _cancel_all(self._tasks, "device")
+        """Stop control first (its safe values are written while the devices are still connected and
+        scanned), then scans (no new data), then close the drivers, give sinks a moment to forward, and
+        close the spool: it keeps what sinks did not ack."""
+        if self.reloader is not None:
+            try:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            except (ValueError, RuntimeError):
+                pass
+            await self.reloader.close()
+        if self._status_task is not None:
+            self._status_task.cancel()
         if self.control is not None:
             await self.control.stop()
+        await _cancel_all(self._tasks, "device")
         await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
         self._flush()
         await self._drain(self.drain_s)
@@ -247,6 +304,7 @@ class Runtime:
 
 
 STOP_TIMEOUT_S = 5.0
+SPARE_SLOTS_MIN = 256  # tag slots reserved for reloads that add tags
 
 
 def _quiet_unretrieved_connection_errors(loop: asyncio.AbstractEventLoop) -> None:

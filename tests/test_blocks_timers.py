@@ -107,3 +107,49 @@ def test_counters_are_exact_up_to_2_pow_53_and_stop_there() -> None:
         sim.step(10 + 2 * i, CU=1)
         values.append(sim.step(11 + 2 * i, CU=0)["CV"])
     assert values == [top - 1, top, top]
+
+
+def test_heartbeat_toggles_every_pt_on_the_cycle_clock() -> None:
+    sim = BlockSim("HEARTBEAT", const={"PT": 30})
+    q = [sim.step(t * 10 * MS)["Q"] for t in range(10)]      # a 10 ms cycle
+    # starts FALSE, toggles once 30 ms have passed since the last toggle
+    assert q == [False, False, False, True, True, True, False, False, False, True]
+    assert sim.quality("Q") == 0
+
+
+def test_heartbeat_with_pt_zero_toggles_every_cycle() -> None:
+    sim = BlockSim("HEARTBEAT", const={"PT": 0})
+    assert [sim.step(t * MS)["Q"] for t in range(5)] == [False, True, False, True, False]
+
+
+def test_retained_counter_state_round_trips_through_the_program() -> None:
+    from edged.cext.control import Program
+    from edged.control.blocks_catalog import BLOCK_TYPES
+
+    ctu = BLOCK_TYPES["CTU"].code
+    ton = BLOCK_TYPES["TON"].code
+
+    def program() -> Program:
+        # ws: 0 CU, 1 R, 2 PV, 3 Q, 4 CV, 5 IN, 6 PT, 7 Q, 8 ET
+        return Program(9, [(ctu, [0, 1, 2], [3, 4], 0, 0, {}), (ton, [5, 6], [7, 8], 0, 0, {})],
+                       [(1, 0.0), (2, 100.0), (6, 1000.0)], [], [], [], None, [0, 1])
+
+    p = program()
+    assert p.retained() is None                        # nothing to save before the first cycle
+    for i in range(7):                                  # 3 rising edges of CU; TON timing for 60 ms
+        p.set(0, float(i % 2))
+        p.set(5, 1.0)
+        p.step(10 * i * MS)
+    rows = p.retained()
+    assert rows[0][:2] == (3.0, 0.0) and rows[0][4] == 0.0   # CV 3, edge memory FALSE, no timer
+    assert rows[1][0] == 1.0 and rows[1][4] == 60 * MS       # timing, 60 ms elapsed
+
+    q = program()
+    q.restore(0, rows[0][:4], rows[0][4])
+    q.restore(1, rows[1][:4], rows[1][4])
+    q.set(0, 1.0)                                       # a rising edge right away: counts on from 3
+    q.set(5, 1.0)
+    import edged.cext.control as c
+    q.step(c.monotonic_ns())
+    assert q.get(4)[0] == 4.0
+    assert 60.0 <= q.get(8)[0] < 1000.0                 # the timer goes on from where it was

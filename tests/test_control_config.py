@@ -158,10 +158,11 @@ def test_bad_references_and_pins() -> None:
         "task.fast.block.c.type": "expected one of 'AND', 'OR', 'XOR', 'NOT', 'GT', 'GE', 'LT', 'LE', 'EQ', "
                                   "'NE', 'R_TRIG', 'F_TRIG', 'TON', 'TOF', 'TP', 'CTU', 'CTD', 'CTUD', 'SR', "
                                   "'RS', 'ADD', 'SUB', 'MUL', 'DIV', 'MIN', 'MAX', 'LIMIT', 'SEL', 'MOVE', "
-                                  "'SCALE', 'PID', 'RAMP', 'LPF', 'MAVG', 'Z1', 'QUALITY', found 'Frobnicate'",
+                                  "'SCALE', 'PID', 'RAMP', 'LPF', 'MAVG', 'Z1', 'QUALITY', 'HEARTBEAT', "
+                                  "found 'Frobnicate'",
         "task.fast.block.d.in.CU": "expected a tag (device.tag), a block output (block.PIN) or a constant, "
                                    "found string 'nodot'",
-        "task.fast.block.d.colour": "unknown key (allowed here: bad_after_ms, deadband, in, out, report, safe, "
+        "task.fast.block.d.colour": "unknown key (allowed here: bad_after_ms, deadband, in, out, report, retain, safe, "
                                     "type)",
     }
 
@@ -378,3 +379,38 @@ def test_deadband_needs_numeric_outputs() -> None:
         deadband = 1.0
     """)
     assert errs == {"task.fast.block.t.deadband": "expected a deadband only on blocks with numeric outputs, found NOT"}
+
+
+def test_retain_and_wake_latency_keys() -> None:
+    spec = load_tasks("""
+        [task.fast]
+        period_us = 1000
+        retain_interval_ms = 500
+        cpu_dma_latency_us = 0
+        [task.fast.block.n]
+        type = "CTU"
+        in = { CU = true }
+        retain = true
+        [task.fast.block.alive]
+        type = "HEARTBEAT"
+        in = { PT = "1s" }
+    """, TAGS)
+    t = spec.tasks[0]
+    assert (t.retain_interval_ms, t.cpu_dma_latency_us) == (500, 0)
+    lay = compile_task(t)
+    assert (lay.retain, lay.retain_names, lay.retain_types) == ([0], ["n"], ["CTU"])
+    assert errors("""
+        [task.fast]
+        period_us = 1000
+        retain_interval_ms = 10
+        cpu_dma_latency_us = -2
+        [task.fast.block.sum]
+        type = "ADD"
+        in = { IN1 = 1.0, IN2 = 2.0 }
+        retain = true
+    """) == {
+        "task.fast.retain_interval_ms": "expected a value between 100 and 3600000, found 10",
+        "task.fast.cpu_dma_latency_us": "expected a value between -1 and 2000000000, found -2",
+        "task.fast.block.sum.retain": "expected retain only on blocks that keep state (CTD, CTU, CTUD, F_TRIG, PID, "
+                                      "RS, R_TRIG, SR, TOF, TON, TP, Z1), found ADD",
+    }

@@ -248,6 +248,112 @@ async def test_communication_loss_alarm_from_input_quality() -> None:
         await wait_until(lambda: rec.last("press1.alarm") is False, what="alarm cleared")
     finally:
         await plane.stop()
+    # The delay, on the cycle's own clock (ET is deadline-based, so this holds on a loaded machine):
+    # while the loss lasted less than PT, Q stayed FALSE; Q rose in the cycle where ET reached PT.
+    by_ts: dict[int, dict[str, Any]] = {}
+    for smp in rec.samples:
+        by_ts.setdefault(smp.ts_ns, {})[smp.tag] = smp.value
+    q_now, et_now = False, 0.0
+    timing: list[tuple[float, bool]] = []
+    for ts in sorted(by_ts):
+        row = by_ts[ts]
+        q_now = row.get("lost_1s.Q", q_now)
+        et_now = row.get("lost_1s.ET", et_now)
+        timing.append((et_now, q_now))
+    rise = next(i for i, (_, q) in enumerate(timing) if q)
+    before = [et for et, q in timing[:rise]]
+    assert all(et < 300.0 for et in before)                # never TRUE before PT of loss
+    assert max(before) >= 150.0                             # ... and it really timed (ET ran up towards PT)
+    assert timing[rise][0] == 300.0                          # TRUE in the cycle where ET reached PT
+    cycles_timing = sum(1 for et in before if et > 0.0)     # cycles that saw the loss before Q rose
+    assert cycles_timing <= 300                              # at most PT / period cycles (fewer if skipped)
+
+
+async def test_stop_writes_safe_values_bounded_in_time(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    import edged.control.plane as plane_mod
+
+    monkeypatch.setattr(plane_mod, "SAFE_WRITE_TIMEOUT_S", 0.5)
+    rec = Recorder()
+    hang = asyncio.Event()
+
+    async def write(tag: Tag, value: Any) -> None:
+        if tag.key == "press1.valve" and plane._stopped:
+            await hang.wait()                                  # a device that never answers at shutdown
+        await rec.write(tag, value)
+
+    plane = ControlPlane(load_tasks("""
+        [task.fast]
+        period_us = 1000
+        [task.fast.block.on]
+        type = "MOVE"
+        in = { IN = true }
+        out = { OUT = "press1.alarm" }
+        safe = { OUT = false }
+        [task.fast.block.v]
+        type = "MOVE"
+        in = { IN = 12.5 }
+        out = { OUT = "press1.valve" }
+        safe = { OUT = 0.0 }
+        [task.fast.block.state]
+        type = "MOVE"
+        in = { IN = 3 }
+        out = { OUT = "press1.machine_state" }
+    """, TAGS), TAGS, CollectorRegistry())
+    plane.start(asyncio.get_running_loop(), rec.on_samples, write)
+    await wait_until(lambda: rec.last("press1.alarm") is True and rec.last("press1.valve") == 12.5
+                     and rec.last("press1.machine_state") == 3, what="outputs written")
+    with caplog.at_level(logging.INFO):
+        await plane.stop()
+    assert rec.last("press1.alarm") is False                   # the safe value, written last
+    assert rec.last("press1.valve") == 12.5                    # its write hung and was given up
+    assert rec.last("press1.machine_state") == 3               # no safe value: left alone
+    assert "stop: wrote safe value press1.alarm = False" in caplog.text
+    assert "safe value press1.valve = 0.0 not written within 0.5 s" in caplog.text
+
+
+async def test_remove_task_stops_it_and_writes_its_safe_values(tmp_path) -> None:
+    rec = Recorder()
+    plane = ControlPlane(load_tasks("""
+        [task.fast]
+        period_us = 1000
+        [task.fast.block.on]
+        type = "MOVE"
+        in = { IN = true }
+        out = { OUT = "press1.alarm" }
+        safe = { OUT = false }
+        [task.fast.block.n]
+        type = "CTU"
+        in = { CU = "press1.part_sensor" }
+        retain = true
+        [task.slow]
+        period_us = 2000
+        [task.slow.block.s]
+        type = "MOVE"
+        in = { IN = 4 }
+        out = { OUT = "press1.machine_state" }
+        safe = { OUT = 0 }
+    """, TAGS), TAGS, reg := CollectorRegistry(), state_dir=tmp_path)
+    plane.start(asyncio.get_running_loop(), rec.on_samples, rec.write)
+    try:
+        plane.update([reading("press1.part_sensor", True)])
+        await wait_until(lambda: rec.last("press1.alarm") is True and rec.last("press1.machine_state") == 4,
+                         what="outputs written")
+        await wait_until(lambda: (plane.tasks[0].program.retained() or [[0]])[0][0] == 1.0, what="counted")
+        text = generate_latest(reg).decode()
+        assert 'edged_control_retain_failing{task="fast"} 0.0' in text
+        assert 'edged_control_retain_saves_total{task="fast"}' in text
+        assert 'edged_control_retain_saves_total{task="slow"}' not in text     # nothing retained there
+        await plane.remove_task("fast")
+        assert [t.spec.name for t in plane.tasks] == ["slow"]
+        assert rec.last("press1.alarm") is False
+        assert rec.last("press1.machine_state") == 4            # the other task runs on
+        assert (tmp_path / "retain" / "fast.json").exists()
+        with pytest.raises(KeyError):
+            await plane.remove_task("fast")
+    finally:
+        await plane.stop()
+    assert rec.last("press1.machine_state") == 0
 
 
 async def test_counter_resumes_from_the_device_value_after_a_restart() -> None:

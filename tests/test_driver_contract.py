@@ -213,5 +213,5 @@ def test_per_unit_state_and_driver_facts_are_exported(tmp_path: Path) -> None:
     text = generate_latest(rt.registry).decode()
     assert 'edged_device_unit_up{device="polled",unit="unit 1"} 1.0' in text
     assert 'edged_device_unit_up{device="polled",unit="unit 9"} 0.0' in text
-    assert 'edged_device_gauge{device="polled",name="pdu_size"} 480.0' in text
+    assert 'edged_device_fact{device="polled",name="pdu_size"} 480.0' in text
     assert 'order_code="6ES7 214-1AG40-0XB0"' in text

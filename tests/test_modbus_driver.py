@@ -13,9 +13,10 @@ import pytest
 from edged.drivers.modbus.address import Order, Table
 from edged.drivers.modbus.driver import ModbusDriver
 from edged.drivers.modbus.emulator import ModbusEmulator
-from edged.errors import DeviceUnavailable, ReadFailed
+from edged.errors import DeviceUnavailable, ReadFailed, WriteFailed
 from edged.tag import Quality, Reading, Tag
 from edged.writes import check_write
+import modbus_support
 from modbus_support import free_port, load_devices, socat_pair, tcp_device
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,6 +35,16 @@ LIMITS: dict[str, list[Any]] = {
     "string": ["", "A", "ABCDEFGHI", "\u00e9t\u00e9 \u00ff", "12345678"],   # length 9: odd, 5 registers
     "bool": [True, False, True, False],
 }
+
+
+@pytest.fixture(autouse=True, params=["edged", "pymodbus"])
+def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every TCP test runs with edged's own client and with the pymodbus client (``client`` device key)."""
+    if request.param == "pymodbus" and "tcp_device" not in request.function.__code__.co_names:
+        pytest.skip("no TCP device in this test")
+    orig = modbus_support.tcp_device
+    monkeypatch.setitem(globals(), "tcp_device", lambda *a, **k: orig(*a, **{"client": request.param, **k}))
+    return request.param
 
 
 def by_name(readings: list[Reading]) -> dict[str, Reading]:
@@ -299,16 +310,16 @@ async def test_write_failures() -> None:
     drv = drivers["p"]
     try:
         await drv.connect()
-        with pytest.raises(ReadFailed, match="p.sp: write refused, nothing sent: value 40000 is outside the range "
+        with pytest.raises(WriteFailed, match="p.sp: write refused, nothing sent: value 40000 is outside the range "
                                              r"of int16 \[-32768, 32767\]") as info:
             await drv.write(tags["p.sp"], 40000)
         assert info.value.kind == "refused"
-        with pytest.raises(ReadFailed, match="p.name: write refused, nothing sent: expected at most 4 characters"):
+        with pytest.raises(WriteFailed, match="p.name: write refused, nothing sent: expected at most 4 characters"):
             await drv.write(tags["p.name"], "ABCDE")
-        with pytest.raises(ReadFailed, match="p.ro: write refused: the tag is not writable"):
+        with pytest.raises(WriteFailed, match="p.ro: write refused: the tag is not writable"):
             await drv.write(tags["p.ro"], 1)
         emu.set_exception(1, Table.HOLDING, 0, 3)
-        with pytest.raises(ReadFailed, match=r"write sp \(fc 6 unit 1 holding registers hr 0\) refused: "
+        with pytest.raises(WriteFailed, match=r"write sp \(fc 6 unit 1 holding registers hr 0\) refused: "
                                              r"exception 3 ILLEGAL DATA VALUE"):
             await drv.write(tags["p.sp"], 5)
         assert drv.stats.writes == 0 and drv.stats.writes_failed == 4

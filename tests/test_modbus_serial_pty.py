@@ -11,6 +11,7 @@ import pytest
 import serial
 
 from edged.drivers.modbus.emulator import ModbusEmulator
+from edged.errors import ReadFailed
 from edged.drivers.modbus.line import SerialSettings as LineSerialSettings
 from edged.transport import serial as edged_serial
 from edged.transport.serial import SerialSettings, is_pty, open_serial
@@ -125,3 +126,64 @@ def test_a_real_line_refusing_its_settings_still_fails(tmp_path: Path, monkeypat
     with socat_pair(tmp_path) as (near, _far):
         with pytest.raises((termios.error, serial.SerialException)):
             open_serial(SerialSettings(near, 19200, "E"))
+
+
+RTU_UNITS = """
+[device.line]
+driver = "modbus"
+transport = "rtu"
+port = "{port}"
+baudrate = 115200
+timeout_s = 0.3
+backoff_initial_s = 30.0
+[device.line.tag.a]
+address = "hr:0"
+[device.line.tag.far]
+address = "hr:0"
+unit_id = 2
+"""
+
+
+async def test_rtu_device_with_a_silent_unit_keeps_the_other_units_tags_good(tmp_path: Path) -> None:
+    with socat_pair(tmp_path) as (near, far):
+        devices, tags = load_devices(RTU_UNITS.format(port=near))
+        drv = devices["line"].driver
+        emu = ModbusEmulator([drv], serial_peers={near: far})
+        await emu.start()
+        try:
+            emu.set_value(tags["line.a"], 11)
+            emu.silence(2)
+            await drv.connect()
+            for scan in range(3):
+                readings = {r.tag.name: r for r in await drv.read("default")}
+                assert readings["a"].value == 11 and readings["a"].quality == 0
+                assert readings["far"].value is None and readings["far"].quality == 2
+            assert drv.stats.timeouts == 1           # backed off after its first timeout
+            assert drv.stats.unit_state == {"unit 1": "up", "unit 2": "backoff"}
+        finally:
+            await drv.close()
+            await emu.stop()
+
+
+async def test_rtu_short_answer_is_malformed_not_good(tmp_path: Path) -> None:
+    """The pymodbus RTU path: edged checks the count of what pymodbus returns."""
+    with socat_pair(tmp_path) as (near, far):
+        devices, tags = load_devices(RTU_UNITS.format(port=near).replace("unit_id = 2", "unit_id = 1")
+                                     .replace('address = "hr:0"\nunit_id', 'address = "hr:1"\nunit_id'))
+        drv = devices["line"].driver
+        emu = ModbusEmulator([drv], serial_peers={near: far})
+        await emu.start()
+        try:
+            emu.set_value(tags["line.a"], 5)
+            emu.set_value(tags["line.far"], 6)
+            emu.malformed(1)                          # one register fewer than asked
+            await drv.connect()
+            with pytest.raises(ReadFailed, match="malformed") as exc:
+                await drv.read("default")
+            assert exc.value.kind == "malformed"
+            assert drv.stats.errors["malformed"] == 1 and drv.malformed == {"count": 1}
+            emu.malformed(1, False)
+            assert [r.value for r in await drv.read("default")] == [5, 6]
+        finally:
+            await drv.close()
+            await emu.stop()

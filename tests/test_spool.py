@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import tomllib
 from pathlib import Path
 
@@ -378,4 +379,57 @@ def test_a_full_disk_with_drop_oldest_frees_the_oldest_chunks_for_new_samples(tm
     assert gaps == st.dropped_total == 6000 - len(got)
     assert got[-100:] == list(range(5900, 6000))  # the newest were kept: the oldest made room for them
     assert got == sorted(got) and got[0] >= 100  # the oldest went first
+    sp.close()
+
+
+def test_append_take_ack_and_stats_never_wait_for_a_commit(tmp_path: Path, monkeypatch) -> None:
+    sp = Spool.open(tmp_path, SpoolSpec(commit_interval_ms=10), ["a"])
+    sp.append(samples(0, 5))
+    sp.flush()
+    in_commit, release = threading.Event(), threading.Event()
+    real = Spool._write
+
+    def stuck(self, db, staged, changes):  # noqa: ANN001, ANN202  (a commit whose fsync takes forever)
+        if staged:
+            in_commit.set()
+            release.wait(60)
+        return real(self, db, staged, changes)
+
+    monkeypatch.setattr(Spool, "_write", stuck)
+    sp.append(samples(5, 5))
+    assert in_commit.wait(30)  # the writer thread is inside that commit now
+    sp.append(samples(10, 5))  # acquisition goes on
+    b = sp.take("a", 100)
+    assert [s.value for s in b.samples] == [0, 1, 2, 3, 4]  # committed samples only
+    sp.ack(b)
+    st = sp.stats()
+    assert (st.uncommitted_samples, st.queue_samples) == (10, 5)  # still stuck: nothing above waited for it
+    assert not release.is_set()
+    release.set()
+    sp.flush()
+    assert drain(sp, "a") == list(range(5, 15))
+    sp.close()
+
+
+def test_queue_overflow_drops_become_gaps(tmp_path: Path) -> None:
+    sp = Spool.open(tmp_path, SpoolSpec(queue_samples=100, commit_interval_ms=60_000), ["a"])
+    for i in range(15):
+        sp.append(samples(i * 10, 10))  # no commit is due: the queue holds 100, the rest is dropped
+    sp.flush()
+    b = sp.take("a", 1000)
+    assert [s.value for s in b.samples] == list(range(100))
+    assert [(g.device, g.count, g.start_ns, g.end_ns) for g in b.gaps] == [("press1", 50, 1_000_100, 1_000_149)]
+    st = sp.stats()
+    assert st.queue_dropped_total == st.dropped_total == 50
+    sp.close()
+
+
+def test_commits_are_grouped_not_one_per_append(tmp_path: Path) -> None:
+    sp = Spool.open(tmp_path, SpoolSpec(commit_interval_ms=60_000), ["a"])
+    before = sp.stats().commits_total
+    for i in range(50):
+        sp.append(samples(i * 4, 4))
+    sp.flush()
+    assert sp.stats().commits_total == before + 1  # one transaction (one fsync) for 50 appends
+    assert drain(sp, "a") == list(range(200))
     sp.close()

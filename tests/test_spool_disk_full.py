@@ -43,7 +43,11 @@ def cpu_and_rss(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
-def test_full_disk_keeps_cpu_and_memory_flat_drops_the_oldest_and_exits_0(tmp_path: Path, tiny_disk: Path) -> None:
+@pytest.mark.parametrize("other_files", [0, 1_500_000], ids=["empty-disk", "disk-nearly-full-at-start"])
+def test_full_disk_keeps_cpu_and_memory_flat_drops_the_oldest_and_exits_0(tmp_path: Path, tiny_disk: Path,
+                                                                          other_files: int) -> None:
+    if other_files:  # someone else's file: the spool starts with 580 kB free and must not let its log take them
+        (tiny_disk / "other.bin").write_bytes(b"\0" * other_files)
     dead = socket.socket()  # bound, never listening: connections are refused and nobody else gets the port
     dead.bind(("127.0.0.1", 0))
     port = free_port()

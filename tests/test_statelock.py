@@ -64,3 +64,17 @@ def test_the_lock_is_released_on_exit_and_held_against_other_opens(tmp_path: Pat
         assert exc.pid is not None and str(exc.pid) in str(exc)
     lock.release()
     StateLock.acquire(tmp_path / "s").release()
+
+
+def test_a_second_demo_on_the_same_state_dir_exits_1(tmp_path: Path) -> None:
+    state = tmp_path / "demo"
+    first = Proc(["demo", "--state-dir", str(state), "--metrics-port", str(free_port())], tmp_path)
+    try:
+        first.wait_for(r"edged demo: cell", 60)
+        second = Proc(["demo", "--state-dir", str(state), "--metrics-port", str(free_port()), "--seconds", "30"],
+                      tmp_path)
+        assert second.wait(60) == 1, second.stdout + second.stderr
+        assert f"in use by PID {first.p.pid}" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        assert first.stop(signal.SIGTERM, timeout=60) == 0, first.stderr

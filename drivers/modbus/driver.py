@@ -22,7 +22,7 @@ from .address import (MAX_BITS, MAX_REGISTERS, MAX_UNIT_ID, T_BIT, T_COIL, T_STR
 from .line import Link, LinkDown, LinkTimeout, SerialLine, SerialSettings, TcpLink, attach_serial, detach_serial
 from .plan import Limits, Request, build_plan, unit_of
 from .tcp import MbapLink, describe_event
-from .units import UP, UnitHealth
+from .units import UnitHealth
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +33,13 @@ EXCEPTION_NAMES = {
     5: "ACKNOWLEDGE", 6: "SERVER DEVICE BUSY", 7: "NEGATIVE ACKNOWLEDGE", 8: "MEMORY PARITY ERROR",
     10: "GATEWAY PATH UNAVAILABLE", 11: "GATEWAY TARGET DEVICE FAILED TO RESPOND",
 }
-_FIELD_WORDS = {"unit": "wrong unit id", "function": "wrong function code", "count": "wrong byte count",
+GOOD = Quality.GOOD
+_FIELD_WORDS = {"stray": "a frame nobody asked for", "unit": "wrong unit id", "function": "wrong function code", "count": "wrong byte count",
                 "length": "MBAP length contradicts the content", "echo": "write echo differs from the request",
                 "decode": "undecodable"}
 _RTU_KEYS = ("baudrate", "parity", "bytesize", "stopbits")
 _TCP_ONLY_KEYS = ("client", "max_outstanding")
 MAX_OUTSTANDING = 64
-
-
-class ModbusWriteFailed(WriteFailed, ReadFailed):
-    """A write that did not happen; also a ReadFailed while callers on main still catch only that (transition)."""
 
 
 def exception_name(code: int) -> str:
@@ -161,6 +158,9 @@ class ModbusDriver(Driver):
         self._connects = 0
         self._logged: set[tuple[Any, ...]] = set()
         self._link_logged: set[str] = set()
+        self._events_in_scan = False
+        self._late_logged = False
+        self._reopen = False  # pymodbus over TCP: the link was dropped on purpose and is reopened on use
         self.malformed: dict[str, int] = {}  # finer kinds of stats.errors["malformed"]
         units = sorted({r.unit for reqs in requests.values() for r in reqs}
                        | {unit_of(t, settings.unit_id) for t in tags})
@@ -255,14 +255,12 @@ class ModbusDriver(Driver):
             self.stats.error("connection")
             await self.close()
             raise DeviceUnavailable(f"device {self.spec.name}: {exc}") from None
+        self._reopen = False
+        self._late_logged = False
         self._connects += 1
         if self._connects > 1:
             self.stats.reconnects += 1
-        self._link_logged.clear()
-        for unit in list(self.units.retry_at):
-            self.units.retry_at.pop(unit, None)
-        for key in self.stats.unit_state:
-            self.stats.unit_state[key] = UP
+        self.units.link_up()
 
     async def close(self) -> None:
         """Close the TCP connection, or leave the serial line (closed when its last device leaves)."""
@@ -276,6 +274,8 @@ class ModbusDriver(Driver):
             link.drop()
 
     def _require_link(self) -> Link | MbapLink:
+        if isinstance(self._link, TcpLink) and self._reopen:
+            return self._link  # pymodbus over TCP, dropped after one unit's timeout: reopened by the read
         if self._link is None or not self._link.connected:
             self.stats.error("connection")
             raise DeviceUnavailable(f"device {self.spec.name}: not connected ({self.settings.endpoint()})")
@@ -284,6 +284,7 @@ class ModbusDriver(Driver):
     def _lost(self, exc: Exception, what: str) -> DeviceUnavailable:
         """Account a silent link or a lost connection; drop what must be dropped; the error to raise."""
         link = self._link
+        self._reopen = False
         if isinstance(exc, LinkTimeout):
             # TCP: close the connection so a late answer is never taken for the next request. A shared
             # serial line stays open for the other units; this device leaves it until reconnected.
@@ -306,16 +307,21 @@ class ModbusDriver(Driver):
                 link.drop(f"unit {unit}: no response within {self.spec.timeout_s:g} s (link silent: "
                           f"{self.units.consecutive} timeout(s) in a row, no unit answered)", silent=True)
             return
-        if kind == "late":
+        if kind == "late":  # benign (a slow unit): counted, logged once per connection
             self.stats.error("late")
             self.units.link_alive()
-        else:
-            self._malformed(kind)
-            if kind == "broken":
-                self.units.link_down()
+            if not self._late_logged:
+                self._late_logged = True
+                log.info("device %s: a late answer (unit %d) arrived after its timeout: recognised by its "
+                         "transaction id and discarded (counted as late)", self.spec.name, unit)
+            return
+        self._malformed(kind)
+        if kind == "broken":
+            self.units.link_down()
+        self._events_in_scan = True
         if kind not in self._link_logged:
             self._link_logged.add(kind)
-            log.warning("device %s: %s on %s%s (counted; logged once per connection)", self.spec.name,
+            log.warning("device %s: %s on %s%s (counted; logged again after a clean scan)", self.spec.name,
                         describe_event(kind), self.settings.endpoint(),
                         f" (unit {unit})" if unit else "")
 
@@ -335,25 +341,43 @@ class ModbusDriver(Driver):
         return await self._read_pymodbus(group, requests, link)
 
     async def _read_lean(self, group: str, requests: list[Request], link: MbapLink) -> list[Reading]:
+        """Send a scan's requests (up to max_outstanding in flight), then collect their answers in order."""
         timeout = self.spec.timeout_s
         units = self.units
+        self._events_in_scan = False
         futs: list[asyncio.Future | None] = []
         try:
-            for req in requests:
-                if units.backed_off(req.unit):
-                    futs.append(None)
-                    continue
-                await link.acquire()
-                if units.backed_off(req.unit):  # it timed out while we waited for the slot
-                    link.release_unused()
-                    futs.append(None)
-                    continue
-                futs.append(link.send(req.unit, req.frame, timeout))
-        except LinkDown as exc:
+            try:
+                for req in requests:
+                    if units.backed_off(req.unit):
+                        futs.append(None)
+                        continue
+                    if link.outstanding < link.max_outstanding and not link.waiters and link.transport is not None:
+                        link.outstanding += 1  # a free slot: taken without awaiting
+                    else:
+                        await link.acquire()
+                        if units.backed_off(req.unit):  # it timed out while we waited for the slot
+                            link.release_unused()
+                            futs.append(None)
+                            continue
+                    futs.append(link.send(req.unit, req.frame, timeout))
+            except LinkDown as exc:
+                raise self._lost(exc, "connection lost") from None
+            return await self._collect(group, requests, futs, link)
+        except BaseException:
             for fut in futs:
-                if fut is not None:
-                    fut.cancel()
-            raise self._lost(exc, "connection lost") from None
+                if fut is None:
+                    continue
+                if not fut.done():
+                    fut.cancel()  # an answer may still come: recognised by its tid and discarded
+                elif not fut.cancelled():
+                    fut.exception()  # retrieved: no "Future exception was never retrieved" at collection
+            raise
+
+    async def _collect(self, group: str, requests: list[Request], futs: list[asyncio.Future | None],
+                       link: MbapLink) -> list[Reading]:
+        """Await, check and decode the answers of a scan's requests (edged's TCP client)."""
+        units = self.units
         out: list[Reading] = []
         failures: list[str] = []
         lost: Exception | None = None
@@ -371,21 +395,23 @@ class ModbusDriver(Driver):
                 lost = lost or exc
                 continue
             ts = time.time_ns()
-            st = mbap.check_read(f, req.unit, req.table.fc, req.nbytes)
-            if st == mbap.OK:
-                units.answered(req.unit)
-                readings = req.program.readings_from(f, 9, ts, Quality.GOOD)
-                self._recovered(req)
+            readings = req.program.readings_mbap(f, req.unit, req.table.fc, ts, GOOD)
+            if readings is not None:  # every field matched the request
+                if units.consecutive or units.retry_at:
+                    units.answered(req.unit)
+                if self._logged:
+                    self._recovered(req)
                 self.stats.values += len(readings)
                 out.extend(readings)
                 continue
+            st = mbap.check_read(f, req.unit, req.table.fc, req.nbytes)
             out.extend(self._bad(req, ts))
             if st == mbap.EXCEPTION:
                 units.answered(req.unit)
                 code = f[8]
                 failures.append(self._failed(req, "exception", f"exception {code} {exception_name(code)}", code))
                 continue
-            kind = mbap.KIND[st]
+            kind = mbap.KIND[st] if st != mbap.OK else "decode"  # OK here would mean the two checks disagree
             self._malformed(kind)
             failures.append(self._failed(req, "malformed", f"malformed response ({_FIELD_WORDS[kind]})",
                                          count=False))
@@ -393,6 +419,9 @@ class ModbusDriver(Driver):
                 link.drop(f"a frame whose MBAP length contradicts its content (unit {req.unit} {req.span()})")
         if lost is not None or not link.connected:
             raise self._lost(lost or link.lost_error or LinkDown("connection lost"), f"scan {group}")
+        if self._link_logged and not failures and not self._events_in_scan:
+            self._link_logged.clear()  # a clean scan: the next wire problem is a new state, logged again
+            log.info("device %s: frames from %s are clean again", self.spec.name, self.settings.endpoint())
         return self._finish(group, requests, failures, out)
 
     def _finish(self, group: str, requests: list[Request], failures: list[str], out: list[Reading]) -> list[Reading]:
@@ -404,6 +433,7 @@ class ModbusDriver(Driver):
     async def _read_pymodbus(self, group: str, requests: list[Request], link: Link) -> list[Reading]:
         timeout = self.spec.timeout_s
         units = self.units
+        tcp = not isinstance(link, SerialLine)
         out: list[Reading] = []
         failures: list[str] = []
         for req in requests:
@@ -424,8 +454,9 @@ class ModbusDriver(Driver):
                 self.stats.error("timeout")
                 if units.timed_out(req.unit):
                     raise self._lost(exc, f"unit {req.unit} {req.span()}") from None
-                if not isinstance(link, SerialLine):
+                if tcp:
                     link.drop()  # pymodbus cannot tell a late answer from the next one: start afresh
+                    self._reopen = True
                 out.extend(self._bad(req))
                 continue
             except LinkDown as exc:
@@ -436,6 +467,9 @@ class ModbusDriver(Driver):
                 self._malformed("decode")
                 failures.append(self._failed(req, "malformed", f"bad response: {exc}", count=False))
                 out.extend(self._bad(req))
+                if tcp:
+                    link.drop()
+                    self._reopen = True
                 continue
             ts = time.time_ns()
             self.stats.requests += 1
@@ -454,11 +488,17 @@ class ModbusDriver(Driver):
                     continue
             elif fc != req.table.fc:
                 kind, detail = "function", f"function code {fc}"
+            elif tcp and getattr(rsp, "transaction_id", None) == 0:  # pymodbus takes a tid 0 frame for any answer
+                kind, detail = "stray", "transaction id 0"
             else:
                 data = rsp.bits if req.table.is_bit else rsp.registers
                 have = len(data)
                 want = 8 * req.nbytes if req.table.is_bit else req.count
-                if have != want:
+                if getattr(rsp, "byte_count", req.nbytes) != req.nbytes or \
+                        getattr(rsp, "data_len", req.nbytes) != req.nbytes:
+                    kind, detail = "count", (f"byte count {getattr(rsp, 'byte_count', '?')} with "
+                                             f"{getattr(rsp, 'data_len', '?')} data bytes")
+                elif have != want:
                     kind, detail = "count", f"{have} {'bits' if req.table.is_bit else 'registers'}"
                 else:
                     try:
@@ -475,6 +515,9 @@ class ModbusDriver(Driver):
             failures.append(self._failed(req, "malformed", f"malformed response ({_FIELD_WORDS.get(kind, kind)}: "
                                                            f"{detail})", count=False))
             out.extend(self._bad(req, ts))
+            if tcp:
+                link.drop()  # pymodbus may be out of step with the stream now: start afresh on the next request
+                self._reopen = True
         return self._finish(group, requests, failures, out)
 
     def _bad(self, req: Request, ts: int | None = None) -> list[Reading]:
@@ -513,7 +556,7 @@ class ModbusDriver(Driver):
         a: ModbusAddress = tag.addr
         if not tag.writable or not a.table.writable:
             self.stats.writes_failed += 1
-            raise ModbusWriteFailed(f"{tag.key}: write refused: the tag is not writable", kind="refused")
+            raise WriteFailed(f"{tag.key}: write refused: the tag is not writable", kind="refused")
         unit = unit_of(tag, self.settings.unit_id)
         try:
             if a.type_code in (T_COIL, T_BIT):
@@ -524,7 +567,7 @@ class ModbusDriver(Driver):
                 registers = codec.encode(a.type_code, int(a.order), tag.to_raw(value), a.length)
         except ValueError as exc:
             self.stats.writes_failed += 1
-            raise ModbusWriteFailed(f"{tag.key}: write refused, nothing sent: {exc}", kind="refused") from None
+            raise WriteFailed(f"{tag.key}: write refused, nothing sent: {exc}", kind="refused") from None
         link = self._require_link()
         if isinstance(link, MbapLink):
             async with self._write_lock:
@@ -563,7 +606,7 @@ class ModbusDriver(Driver):
             self.stats.writes_failed += 1
             if not link.connected:
                 raise self._lost(link.lost_error or exc, f"write {tag.name} (unit {unit})") from None
-            raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name} (unit {unit}): {exc}",
+            raise WriteFailed(f"device {self.spec.name}: write {tag.name} (unit {unit}): {exc}",
                               kind="timeout") from None
         except LinkDown as exc:
             self.stats.writes_failed += 1
@@ -578,14 +621,14 @@ class ModbusDriver(Driver):
             self.units.answered(unit)
             code = f[8]
             self.stats.error("exception")
-            raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name} (fc {fc} unit {unit} "
+            raise WriteFailed(f"device {self.spec.name}: write {tag.name} (fc {fc} unit {unit} "
                               f"{a.table.label} {a.span()}) refused: exception {code} {exception_name(code)}",
                               kind="exception")
         kind = mbap.KIND[st]
         self._malformed(kind)
         if st == mbap.BAD_LENGTH and isinstance(self._link, MbapLink):
             self._link.drop("a frame whose MBAP length contradicts its content")
-        raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name} (fc {fc} unit {unit}): malformed answer "
+        raise WriteFailed(f"device {self.spec.name}: write {tag.name} (fc {fc} unit {unit}): malformed answer "
                           f"({_FIELD_WORDS[kind]})", kind="malformed")
 
     async def _write_pymodbus(self, link: Link, tag: Tag, a: ModbusAddress, unit: int, value: Any,
@@ -596,19 +639,23 @@ class ModbusDriver(Driver):
                 await link.open(timeout)
             except LinkDown as exc:
                 raise self._lost(exc, "reconnect") from None
+        echo: bytes | None = None  # the data an exact echo carries (None: read-modify-write, checked by address)
         try:
             if a.type_code == T_COIL:
-                want_fc = 5
+                want_fc, echo = 5, struct.pack(">HH", a.offset, 0xFF00 if value else 0)
                 rsp = await link.request("write_coil", timeout, address=a.offset, value=value, device_id=unit)
             elif a.type_code == T_BIT:
                 want_fc = 22 if self.settings.bit_write == "mask" else 6
+                if want_fc == 22:
+                    mask = 1 << a.bit
+                    echo = struct.pack(">HHH", a.offset, 0xFFFF ^ mask, mask if value else 0)
                 rsp = await self._write_bit(link, a, unit, value, timeout)
             elif len(registers) == 1 and a.type_code != T_STRING:  # type: ignore[arg-type]
-                want_fc = 6
+                want_fc, echo = 6, struct.pack(">HH", a.offset, registers[0])  # type: ignore[index]
                 rsp = await link.request("write_register", timeout, address=a.offset, value=registers[0],  # type: ignore[index]
                                          device_id=unit)
             else:
-                want_fc = 16
+                want_fc, echo = 16, struct.pack(">HH", a.offset, len(registers))  # type: ignore[arg-type]
                 rsp = await link.request("write_registers", timeout, address=a.offset, values=registers,
                                          device_id=unit)
         except LinkTimeout as exc:
@@ -619,7 +666,8 @@ class ModbusDriver(Driver):
                 raise self._lost(exc, f"write {tag.name} (unit {unit} {a.span()})") from None
             if not isinstance(link, SerialLine):
                 link.drop()
-            raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name} (unit {unit}): {exc}",
+                self._reopen = True
+            raise WriteFailed(f"device {self.spec.name}: write {tag.name} (unit {unit}): {exc}",
                               kind="timeout") from None
         except LinkDown as exc:
             self.stats.writes_failed += 1
@@ -627,19 +675,25 @@ class ModbusDriver(Driver):
         except ModbusException as exc:
             self.stats.writes_failed += 1
             self._malformed("decode")
-            raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name}: bad response: {exc}",
+            raise WriteFailed(f"device {self.spec.name}: write {tag.name}: bad response: {exc}",
                               kind="malformed") from None
         fc = int(getattr(rsp, "function_code", -1))
-        if getattr(rsp, "dev_id", None) != unit or (fc & 0x7F) != want_fc:
+        raw = getattr(rsp, "raw_data", None)
+        bad_echo = not rsp.isError() and (raw != echo if echo is not None else getattr(rsp, "address", None) != a.offset)
+        if getattr(rsp, "dev_id", None) != unit or (fc & 0x7F) != want_fc or bad_echo:
+            kind = "unit" if getattr(rsp, "dev_id", None) != unit else "function" if (fc & 0x7F) != want_fc else "echo"
             self.stats.writes_failed += 1
-            self._malformed("unit" if getattr(rsp, "dev_id", None) != unit else "function")
-            raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name}: malformed answer (unit "
-                              f"{getattr(rsp, 'dev_id', None)}, function code {fc})", kind="malformed")
+            self._malformed(kind)
+            if not isinstance(link, SerialLine):
+                link.drop()
+                self._reopen = True
+            raise WriteFailed(f"device {self.spec.name}: write {tag.name}: malformed answer ({_FIELD_WORDS[kind]})",
+                              kind="malformed")
         if rsp.isError():
             code = int(getattr(rsp, "exception_code", 0) or 0)
             self.stats.writes_failed += 1
             self.stats.error("exception")
-            raise ModbusWriteFailed(f"device {self.spec.name}: write {tag.name} (fc {fc & 0x7F} unit {unit} "
+            raise WriteFailed(f"device {self.spec.name}: write {tag.name} (fc {fc & 0x7F} unit {unit} "
                               f"{a.table.label} {a.span()}) refused: exception {code} {exception_name(code)}",
                               kind="exception")
         self.units.answered(unit)

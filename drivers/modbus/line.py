@@ -9,7 +9,11 @@ from functools import partial
 from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException
+from pymodbus.exceptions import ConnectionException, ModbusIOException
+from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse, WriteSingleCoilResponse
+from pymodbus.pdu.register_message import (MaskWriteRegisterResponse, ReadHoldingRegistersResponse,
+                                           ReadInputRegistersResponse, WriteMultipleRegistersResponse,
+                                           WriteSingleRegisterResponse)
 from pymodbus.transport.serialtransport import SerialTransport
 
 from edged.transport.serial import SerialSettings, open_serial
@@ -30,6 +34,26 @@ if logging.getLogger().getEffectiveLevel() > logging.DEBUG and logging.getLogger
 # response timeout is set well above it, and its retries and reconnect loop are switched off.
 _PYMODBUS_TIMEOUT_FACTOR = 4.0
 _PYMODBUS_TIMEOUT_MIN_S = 5.0
+
+
+def _counted(base: type) -> type:
+    """A pymodbus response class that also keeps its byte count, data length and raw data bytes."""
+
+    def decode(self: Any, data: bytes) -> None:
+        self.byte_count = data[0] if data else -1
+        self.data_len = len(data) - 1
+        self.raw_data = bytes(data)
+        base.decode(self, data)
+
+    return type(f"Counted{base.__name__}", (base,), {"decode": decode, "__doc__": base.__doc__})
+
+
+# edged checks the byte count of every read response and the exact echo of every write itself
+# (pymodbus ignores the byte count of coils and reduces a coil echo to a bool)
+COUNTED_RESPONSES = [_counted(c) for c in (ReadCoilsResponse, ReadDiscreteInputsResponse,
+                                           ReadHoldingRegistersResponse, ReadInputRegistersResponse,
+                                           WriteSingleCoilResponse, WriteSingleRegisterResponse,
+                                           WriteMultipleRegistersResponse, MaskWriteRegisterResponse)]
 
 
 class LinkTimeout(Exception):
@@ -85,6 +109,33 @@ class Link:
             client.close()
             raise LinkDown(f"cannot open {self.name}")
         self.client, self.lost = client, False
+        self._guard(client)
+
+    def _guard(self, client: Any) -> None:
+        """Make pymodbus's frame handling safe: count a frame it chokes on instead of a traceback per frame.
+
+        A frame pymodbus cannot parse (a lying byte count or MBAP length) makes its ``data_received``
+        raise, which asyncio logs with a traceback for every frame. Here it fails the pending request
+        with ModbusIOException (the driver counts it as malformed) and drops the connection.
+        """
+        for cls in COUNTED_RESPONSES:
+            client.register(cls)
+        ctx = client.ctx
+        inner = ctx.data_received
+
+        def data_received(data: bytes) -> None:
+            try:
+                inner(data)
+            except Exception as exc:  # pymodbus choked on a frame: never let asyncio log a traceback
+                self.lost = True
+                fut = getattr(ctx, "response_future", None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(ModbusIOException(f"unparsable frame: {exc!r}"))
+                transport = getattr(ctx, "transport", None)
+                if transport is not None:
+                    transport.abort()
+
+        ctx.data_received = data_received
 
     def drop(self) -> None:
         """Close the client so that no late response can ever be read as the answer to a later request."""

@@ -30,14 +30,15 @@ class StreamBroken(LinkDown):
 
 
 class _Pending:
-    """One request in flight: its future, unit (for the timeout hook) and timeout handle."""
+    """One request in flight: its future, unit (for the timeout hook), deadline and timeout."""
 
-    __slots__ = ("fut", "unit", "handle")
+    __slots__ = ("fut", "unit", "deadline", "timeout_s")
 
-    def __init__(self, fut: asyncio.Future, unit: int) -> None:
+    def __init__(self, fut: asyncio.Future, unit: int, deadline: float, timeout_s: float) -> None:
         self.fut = fut
         self.unit = unit
-        self.handle: asyncio.TimerHandle | None = None
+        self.deadline = deadline
+        self.timeout_s = timeout_s
 
 
 class MbapLink(asyncio.Protocol):
@@ -57,6 +58,7 @@ class MbapLink(asyncio.Protocol):
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
         self.outstanding = 0
         self._tid = 0
+        self._timer: asyncio.TimerHandle | None = None
         self.lost_error: Exception | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -115,9 +117,10 @@ class MbapLink(asyncio.Protocol):
 
     def _fail_all(self, err: Exception) -> None:
         pending, self.pending = self.pending, {}
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for p in pending.values():
-            if p.handle is not None:
-                p.handle.cancel()
             if not p.fut.done():
                 p.fut.set_exception(err)
         self.outstanding = 0
@@ -173,12 +176,30 @@ class MbapLink(asyncio.Protocol):
             if tid not in self.pending and tid not in self.late:
                 break
         self._tid = tid
-        fut = self.loop.create_future()  # type: ignore[union-attr]
-        p = _Pending(fut, unit)
-        p.handle = self.loop.call_later(timeout_s, self._expire, tid, timeout_s)  # type: ignore[union-attr]
-        self.pending[tid] = p
+        loop = self.loop
+        fut = loop.create_future()  # type: ignore[union-attr]
+        deadline = loop.time() + timeout_s  # type: ignore[union-attr]
+        self.pending[tid] = _Pending(fut, unit, deadline, timeout_s)
+        timer = self._timer
+        if timer is None or deadline < timer.when():
+            # one timer per connection, armed for the earliest deadline (no timer per request)
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)  # type: ignore[union-attr]
         transport.write(data_for_tid(tid))
         return fut
+
+    def _on_timer(self) -> None:
+        """Expire every request past its deadline; re-arm for the earliest one left."""
+        self._timer = None
+        now = self.loop.time() + 1e-6  # type: ignore[union-attr]  # asyncio may fire a hair early
+        for tid in [t for t, p in self.pending.items() if p.deadline <= now]:
+            p = self.pending.get(tid)
+            if p is not None:
+                self._expire(tid, p.timeout_s)
+        if self.pending and self._timer is None and self.transport is not None:
+            self._timer = self.loop.call_at(min(p.deadline for p in self.pending.values()),  # type: ignore[union-attr]
+                                            self._on_timer)
 
     def _expire(self, tid: int, timeout_s: float) -> None:
         p = self.pending.pop(tid, None)
@@ -188,6 +209,8 @@ class MbapLink(asyncio.Protocol):
         if len(self.late) > LATE_MEMORY:
             self.late.popitem(last=False)
         self._release()
+        if p.fut.cancelled():  # its reader went away (a cancelled scan): not the unit's fault
+            return
         if not p.fut.done():
             p.fut.set_exception(LinkTimeout(f"no response within {timeout_s:g} s"))
         if self.splitter.pending and not self.pending:
@@ -214,8 +237,6 @@ class MbapLink(asyncio.Protocol):
                 unit = self.late.pop(tid, None)
                 self.on_event("late" if unit is not None else "stray", f[6] if unit is None else unit)
                 continue
-            if p.handle is not None:
-                p.handle.cancel()
             self._release()
             if not p.fut.done():
                 p.fut.set_result(f)

@@ -72,6 +72,14 @@ class UnitHealth:
                         "other units keep their scan", self.device, unit, self.initial, self.max)
         return self.consecutive >= self.link_timeouts
 
+    def link_up(self) -> None:
+        """A new connection: every unit starts up, with no backoff."""
+        self.consecutive = 0
+        self.retry_at.clear()
+        self.delay.clear()
+        for key in self.state:
+            self.state[key] = UP
+
     def link_down(self) -> None:
         """The connection is gone: every unit is down, backoffs start afresh on the next connection."""
         self.consecutive = 0

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edged.driver import emulator_for
-from edged.cell import Cell, parse_cell
+from edged.cell import Cell, load_cell, parse_cell
 from edged.demo.animate import DemoAnimation
 from edged.runtime import Runtime
 from edged.statelock import StateDirBusy, StateLock
@@ -56,7 +56,7 @@ def free_port(preferred: int = 0) -> int:
     raise OSError("no free port")
 
 
-def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | None) -> str:
+def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | None, s7_port: int = 0) -> str:
     """The demo cell TOML with its placeholders filled in."""
     text = resources.files("edged.demo").joinpath("cell.toml").read_text()
     # CNC machines on loopback TCP ports (a GRBL router behind a serial-to-Ethernet converter, a Haas mill)
@@ -64,6 +64,7 @@ def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | 
     # json.dumps gives a valid TOML basic string for any path (quotes and backslashes escaped)
     text = (text.replace('"{state_dir}"', json.dumps(str(state_dir))).replace("{metrics_port}", str(metrics_port))
             .replace("{modbus_port}", str(modbus_port)))
+    text = text.replace("{s7_port}", str(s7_port or free_port()))  # S7 PLC (conveyor1)
     control = resources.files("edged.demo").joinpath("control.toml")
     if control.is_file():
         text += "\n" + control.read_text()
@@ -148,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"edged demo: {exc}", file=sys.stderr)
         return 1
     try:
+        # the demo's cell as a file in its state folder, so `kill -HUP` / `edged reload` apply an edited copy
+        path = cell.state_dir / "demo-cell.toml"
+        path.write_text(text)
+        cell = load_cell(path)
         asyncio.run(run_demo(cell, args.seconds))
     except OSError as exc:  # an unusable state dir, a port taken meanwhile: say it, no traceback
         print(f"edged demo: {exc}", file=sys.stderr)

@@ -4,9 +4,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import tomllib
+from pathlib import Path
 
 from edged.cell import load_cell
 from edged.runtime import Runtime
+from edged.secrets import warn_readable
 from edged.statelock import StateDirBusy, StateLock
 
 
@@ -23,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     cell = load_cell(args.config)
     if args.log_level is None:
         logging.getLogger().setLevel(cell.log_level.upper())
+    warn_readable(cell.file, tomllib.loads(Path(cell.file).read_text(encoding="utf-8")))
     try:
         lock = StateLock.acquire(cell.state_dir)  # before anything else touches the state folder
     except (StateDirBusy, OSError) as exc:

@@ -110,7 +110,12 @@ BLOCK_TYPES: dict[str, BlockType] = {t.name: t for t in [
               summary="one-cycle delay: OUT is IN of the previous cycle (breaks feedback loops)"),
     BlockType("QUALITY", 91, (_p("IN", GENERIC),), (_p("GOOD", BOOL), _p("Q", INT)),
               summary="quality of IN as values: GOOD is true when it is good; Q is 0 good, 1 uncertain, 2 bad"),
+    BlockType("HEARTBEAT", 92, (_p("PT", TIME, 0.0),), (_p("Q", BOOL),),
+              summary="Q toggles every PT ms (PT = 0: every cycle): a life sign for a device-side watchdog"),
 ]}
+
+RETAINABLE = frozenset({"R_TRIG", "F_TRIG", "TON", "TOF", "TP", "CTU", "CTD", "CTUD", "SR", "RS", "PID", "Z1"})
+"""Block types whose state `retain = true` keeps across restarts (IEC 61131-3 RETAIN)."""
 
 
 def block_type(name: str) -> BlockType | None:

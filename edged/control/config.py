@@ -5,14 +5,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from edged.control.blocks_catalog import (BLOCK_TYPES, BOOL, GENERIC, INT, MAVG_MAX_N, NUMERIC_KINDS, TIME,
-                                          BlockType, Pin)
+from edged.control.blocks_catalog import (BLOCK_TYPES, BOOL, GENERIC, INT, MAVG_MAX_N, NUMERIC_KINDS,
+                                          RETAINABLE, TIME, BlockType, Pin)
 from edged.schema import Section, describe
 from edged.tag import DataType, Tag
 
 PERIOD_MIN_US = 100
 PERIOD_MAX_US = 10_000_000
 RING_DEFAULT = 16384
+RETAIN_INTERVAL_DEFAULT_MS = 1000
 OVERRUN_CHOICES = ["skip", "delay"]
 
 _TIME_UNITS_MS = {"d": 86_400_000.0, "h": 3_600_000.0, "m": 60_000.0, "s": 1000.0, "ms": 1.0, "us": 0.001}
@@ -69,6 +70,7 @@ class BlockSpec:
     outputs: dict[str, Tag] = field(default_factory=dict)
     safe: dict[str, float] = field(default_factory=dict)
     bad_after_ms: int = 0
+    retain: bool = False                                       # keep the state across restarts
     report: frozenset[str] = frozenset()                       # output pins reported on change
     deadband: float = 0.0                                      # numeric outputs: minimum reported move
     out_kinds: dict[str, str] = field(default_factory=dict)   # resolved kind of every output pin
@@ -86,6 +88,8 @@ class TaskSpec:
     overrun: str = "skip"
     write_period_ms: int = 0
     ring_size: int = RING_DEFAULT
+    retain_interval_ms: int = RETAIN_INTERVAL_DEFAULT_MS
+    cpu_dma_latency_us: int = -1       # -1: leave CPU idle states alone; else a PM QoS request
     blocks: list[BlockSpec] = field(default_factory=list)
 
 
@@ -166,6 +170,9 @@ def _parse_task(name: str, sec: Section, tags: dict[str, Tag], bound: dict[str, 
         overrun=sec.get_str("overrun", "skip", choices=OVERRUN_CHOICES) or "skip",
         write_period_ms=_or(sec.get_int("write_period_ms", 0, min=0, max=3_600_000), 0),
         ring_size=_or(sec.get_int("ring_size", RING_DEFAULT, min=64, max=1 << 22), RING_DEFAULT),
+        retain_interval_ms=_or(sec.get_int("retain_interval_ms", RETAIN_INTERVAL_DEFAULT_MS, min=100,
+                                           max=3_600_000), RETAIN_INTERVAL_DEFAULT_MS),
+        cpu_dma_latency_us=_or(sec.get_int("cpu_dma_latency_us", -1, min=-1, max=2_000_000_000), -1),
     )
     if task.write_period_ms and task.write_period_ms < 10:
         sec.error("write_period_ms", f"expected 0 (write on change only) or at least 10, found {task.write_period_ms}")
@@ -203,6 +210,11 @@ def _parse_block(name: str, sec: Section, types: dict[str, BlockType | None], ta
         sec.error("deadband", f"expected a deadband only on blocks with numeric outputs, found {btype.name}")
     bad_after = sec.get_int("bad_after_ms", None, min=0, max=86_400_000)
     spec.bad_after_ms = bad_after or 0
+    spec.retain = bool(sec.get_bool("retain", False))
+    if spec.retain and btype.name not in RETAINABLE:
+        sec.error("retain", f"expected retain only on blocks that keep state ({', '.join(sorted(RETAINABLE))}), "
+                            f"found {btype.name}")
+        spec.retain = False
 
     ins = sec.section("in")
     if ins is not None:

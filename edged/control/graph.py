@@ -148,18 +148,22 @@ class Layout:
     outputs: list[int] = field(default_factory=list)
     out_tags: list[Tag] = field(default_factory=list)
     out_pins: list[str] = field(default_factory=list)
+    out_safe: list[float | None] = field(default_factory=list)   # safe value of each bound output, if any
     reports: list[int] = field(default_factory=list)
     report_names: list[str] = field(default_factory=list)
     report_kinds: list[str] = field(default_factory=list)
     report_deadbands: list[float] = field(default_factory=list)
     pins: dict[str, int] = field(default_factory=dict)
+    retain: list[int] = field(default_factory=list)               # block indices kept across restarts
+    retain_names: list[str] = field(default_factory=list)         # ... their block names
+    retain_types: list[str] = field(default_factory=list)         # ... and types
 
     def program(self) -> Any:
         """Build the C program (edged.cext.control.Program)."""
         from edged.cext.control import Program
 
         return Program(self.nws, self.blocks, self.consts, self.tag_inputs, self.outputs, self.reports,
-                       self.report_deadbands)
+                       self.report_deadbands, self.retain)
 
 
 def compile_task(task: TaskSpec) -> Layout:
@@ -204,12 +208,17 @@ def compile_task(task: TaskSpec) -> Layout:
         outs = [lay.pins[f"{b.name}.{p.name}"] for p in bt.outputs]
         safe = {k: b.safe[p.name] for k, p in enumerate(bt.outputs) if p.name in b.safe}
         heap_n = int(b.inputs["N"].value) if bt.name == "MAVG" else 0
+        if b.retain:
+            lay.retain.append(len(lay.blocks))
+            lay.retain_names.append(b.name)
+            lay.retain_types.append(bt.name)
         lay.blocks.append((bt.code, ins, outs, heap_n, b.bad_after_ms * 1_000_000, safe))
         for p in bt.outputs:
             if p.name in b.outputs:
                 lay.outputs.append(lay.pins[f"{b.name}.{p.name}"])
                 lay.out_tags.append(b.outputs[p.name])
                 lay.out_pins.append(f"{b.name}.{p.name}")
+                lay.out_safe.append(b.safe.get(p.name))
             if p.name in b.report:
                 lay.reports.append(lay.pins[f"{b.name}.{p.name}"])
                 lay.report_names.append(f"{b.name}.{p.name}")

@@ -50,7 +50,7 @@ class ControlCollector:
         period = GaugeMetricFamily("edged_cycle_period_seconds", "Configured cycle period.", labels=["task"])
         running = GaugeMetricFamily("edged_cycle_running", "1 while the task's cycle thread runs.", labels=["task"])
         requested = GaugeMetricFamily("edged_cycle_realtime_requested",
-                                      "1 when the task asks for priority, affinity or mlock.", labels=["task", "what"])
+                                      "1 when the task asks for priority, affinity, mlock or a CPU wake-up latency.", labels=["task", "what"])
         granted = GaugeMetricFamily("edged_cycle_realtime_granted",
                                     "1 when the OS granted what the task asked for (0 if refused or not asked).",
                                     labels=["task", "what"])
@@ -60,8 +60,16 @@ class ControlCollector:
         writes = CounterMetricFamily("edged_control_writes", "Block outputs written to tags.", labels=["task", "tag"])
         failed = CounterMetricFamily("edged_control_write_failures", "Block output writes that failed.",
                                      labels=["task", "tag"])
+        retain_saves = CounterMetricFamily("edged_control_retain_saves",
+                                           "Saves of the task's retained block state to the state folder.",
+                                           labels=["task"])
+        retain_failing = GaugeMetricFamily("edged_control_retain_failing",
+                                           "1 while saving the task's retained state fails.", labels=["task"])
         for r in runs:
             name, th, ts = r.spec.name, r.thread, r.spec
+            if r.retain is not None:
+                retain_saves.add_metric([name], r.retain.saves)
+                retain_failing.add_metric([name], 1.0 if r.retain.failing else 0.0)
             cycles.add_metric([name], th.cycles)
             overruns.add_metric([name], th.overruns)
             skipped.add_metric([name], th.skipped)
@@ -70,7 +78,8 @@ class ControlCollector:
             running.add_metric([name], 1.0 if th.running else 0.0)
             for what, asked, rc in (("priority", ts.priority > 0, th.prio_errno),
                                     ("affinity", ts.cpu >= 0, th.cpu_errno),
-                                    ("mlock", ts.mlock, self.plane.mlock_errno)):
+                                    ("mlock", ts.mlock, self.plane.mlock_errno),
+                                    ("cpu_dma_latency", ts.cpu_dma_latency_us >= 0, self.plane.dma_latency_errno)):
                 requested.add_metric([name, what], 1.0 if asked else 0.0)
                 granted.add_metric([name, what], 1.0 if asked and rc == 0 else 0.0)
             samples.add_metric([name], r.samples)
@@ -78,4 +87,5 @@ class ControlCollector:
             for st in r.out_states:
                 writes.add_metric([name, st.tag.key], st.writes)
                 failed.add_metric([name, st.tag.key], st.failures)
-        yield from (cycles, overruns, skipped, stale, period, running, requested, granted, samples, dropped, writes, failed)
+        yield from (cycles, overruns, skipped, stale, period, running, requested, granted, samples, dropped, writes, failed,
+                    retain_saves, retain_failing)

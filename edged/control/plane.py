@@ -7,6 +7,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from prometheus_client import CollectorRegistry
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 RETRY_S = 1.0          # a failed output write is retried after this long, doubling ...
 RETRY_MAX_S = 30.0     # ... up to this
 START_DELAY_PERIODS = 2
+SAFE_WRITE_TIMEOUT_S = 3.0   # a clean stop waits at most this long for the safe-value writes of a task
 
 
 @dataclass(slots=True)
@@ -29,6 +31,7 @@ class OutputState:
 
     tag: Tag
     pin: str
+    safe: float | None = None    # the output's configured safe value, written at a clean stop
     written: Any = None          # last value the device accepted
     has_written: bool = False
     inflight: bool = False
@@ -51,6 +54,7 @@ class TaskRun:
     thread: Any
     out_states: list[OutputState] = field(default_factory=list)
     samples: int = 0
+    retain: Any = None            # RetainStore when the task has retained blocks and a state folder
 
 
 def lock_process_memory() -> int:
@@ -94,11 +98,33 @@ def output_value(tag: Tag, value: float) -> Any:
     return float(value)
 
 
+def _load_retained(ts: TaskSpec, lay: Layout, prog: Any, state_dir: Path | None) -> Any:
+    """Load a task's retained blocks into its program (before it runs); the task's RetainStore or None."""
+    if not lay.retain:
+        return None
+    if state_dir is None:
+        log.warning("control task %s: retain = true needs the cell's state folder; its blocks start cold", ts.name)
+        return None
+    from edged.control.retain import RetainStore
+
+    store = RetainStore(state_dir, ts.name, lay.retain_names, lay.retain_types)
+    loaded = store.load()
+    for k, rec in enumerate(loaded):
+        if rec is not None:
+            prog.restore(k, rec[0], rec[1])
+    n = sum(1 for r in loaded if r is not None)
+    if n:
+        log.info("control task %s: restored the retained state of %d block(s) from %s", ts.name, n, store.path)
+    return store
+
+
 class ControlPlane:
     """Owns the ProcessImage, the CycleThreads and the sample ring; the runtime's only handle on control."""
 
-    def __init__(self, spec: ControlSpec, tags: dict[str, Tag], registry: CollectorRegistry) -> None:
+    def __init__(self, spec: ControlSpec, tags: dict[str, Tag], registry: CollectorRegistry,
+                 state_dir: Path | None = None) -> None:
         from edged.cext.control import CycleThread, ProcessImage, SampleRing
+        from edged.control.pmqos import CpuLatencyRequest
 
         self.spec = spec
         self.tags = tags
@@ -115,7 +141,9 @@ class ControlPlane:
                 thread = CycleThread(prog, self.image, out, ring, ts.period_us * 1000, ts.priority, ts.cpu,
                                      ts.overrun)
                 run = TaskRun(ts, lay, prog, out, ring, thread,
-                              [OutputState(tag, pin) for tag, pin in zip(lay.out_tags, lay.out_pins)])
+                              [OutputState(tag, pin, safe)
+                               for tag, pin, safe in zip(lay.out_tags, lay.out_pins, lay.out_safe)])
+                run.retain = _load_retained(ts, lay, prog, state_dir)
                 self.tasks.append(run)
                 self._used_slots.update(slot for slot, _ in lay.tag_inputs)
         except BaseException:
@@ -123,6 +151,11 @@ class ControlPlane:
             raise
         self.mlock_requested = any(t.mlock for t in spec.tasks)
         self.mlock_errno = -1
+        lats = [t.cpu_dma_latency_us for t in spec.tasks if t.cpu_dma_latency_us >= 0]
+        self.dma_latency_us = min(lats) if lats else -1
+        self.dma_latency_errno = -1
+        self._pmqos = CpuLatencyRequest()
+        self._retain_task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_samples: Callable[[list[Sample]], None] | None = None
         self._write: Callable[[Tag, Any], Awaitable[None]] | None = None
@@ -149,6 +182,15 @@ class ControlPlane:
             if self.mlock_errno:
                 log.warning("control: mlockall refused (%s; a finite RLIMIT_MEMLOCK needs LimitMEMLOCK=infinity); "
                             "running without locked memory", _errno_name(self.mlock_errno))
+        if self.dma_latency_us >= 0:
+            self.dma_latency_errno = self._pmqos.acquire(self.dma_latency_us)
+            if self.dma_latency_errno:
+                log.warning("control: CPU wake-up latency request of %d us refused (%s on /dev/cpu_dma_latency; "
+                            "needs root or write access); idle CPUs may wake late", self.dma_latency_us,
+                            _errno_name(self.dma_latency_errno))
+            else:
+                log.info("control: holding a CPU wake-up latency request of %d us (/dev/cpu_dma_latency)",
+                         self.dma_latency_us)
         loop.add_reader(self._fd, self._on_wake)
         base = self.spec.base_period_us * 1000
         t0 = (monotonic_ns() // base + START_DELAY_PERIODS) * base
@@ -164,26 +206,111 @@ class ControlPlane:
                             ts.name, ts.cpu, _errno_name(run.thread.cpu_errno))
             log.info("control task %s: %d block(s) every %g ms", ts.name, len(ts.blocks), ts.period_us / 1000)
         self._sync_task = loop.create_task(self._sync_loop(), name="control:outputs")
+        if any(r.retain is not None for r in self.tasks):
+            self._retain_task = loop.create_task(self._retain_loop(), name="control:retain")
 
-    async def stop(self) -> None:
-        """Stop the cycle threads, deliver the samples left in the rings, finish in-flight writes."""
+    async def stop(self, safe_outputs: bool = True) -> None:
+        """Stop the cycle threads, deliver the samples left in the rings, finish in-flight writes, save
+        retained state, then write every output's safe value (bounded by SAFE_WRITE_TIMEOUT_S)."""
         if self._stopped:
             return
         self._stopped = True
         if not self._started:
             os.close(self._fd)
             return
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            await asyncio.gather(self._sync_task, return_exceptions=True)
+        for t in (self._sync_task, self._retain_task):
+            if t is not None:
+                t.cancel()
+                await asyncio.gather(t, return_exceptions=True)
         for run in self.tasks:
             await asyncio.to_thread(run.thread.stop)
+        self._pmqos.release()
         if self._loop is not None:
             self._loop.remove_reader(self._fd)
         self._drain()
         if self._writes:
             await asyncio.wait(list(self._writes), timeout=5.0)
+        for run in self.tasks:
+            self._save_retained(run)
+        if safe_outputs:
+            await asyncio.gather(*(self.write_safe_outputs(run) for run in self.tasks))
         os.close(self._fd)
+
+    async def remove_task(self, name: str) -> None:
+        """Take one task out of a running plane (a reload that removes it): stop its thread, deliver its
+        samples, save its retained state, and write its outputs' safe values before it is forgotten."""
+        run = next((r for r in self.tasks if r.spec.name == name), None)
+        if run is None:
+            raise KeyError(f"no control task {name!r}")
+        await asyncio.to_thread(run.thread.stop)
+        self._drain()
+        mine = [t for t in self._writes if t.get_name().startswith(f"control:write:{name}:")]
+        if mine:
+            await asyncio.wait(mine, timeout=5.0)
+        self.tasks.remove(run)
+        self._used_slots = {slot for r in self.tasks for slot, _ in r.layout.tag_inputs}
+        self._save_retained(run)
+        await self.write_safe_outputs(run)
+
+    async def write_safe_outputs(self, run: TaskRun, timeout_s: float | None = None) -> int:
+        """Write the safe value of every output of a stopped task that has one; each write is logged.
+
+        Returns the number of outputs the device accepted. All writes run at once and are bounded by
+        timeout_s together: a device that does not answer cannot hold up shutdown.
+        """
+        timeout_s = SAFE_WRITE_TIMEOUT_S if timeout_s is None else timeout_s
+        todo = [(st, output_value(st.tag, st.safe)) for st in run.out_states if st.safe is not None]
+        if not todo or self._write is None:
+            return 0
+        name = run.spec.name
+
+        async def one(st: OutputState, value: Any) -> bool:
+            try:
+                await self._write(st.tag, value)  # type: ignore[misc]
+            except asyncio.CancelledError:
+                log.error("control task %s: stop: safe value %s = %r not written within %.1f s", name, st.tag.key,
+                          value, timeout_s)
+                raise
+            except Exception as exc:
+                log.error("control task %s: stop: writing safe value %s = %r failed: %s", name, st.tag.key, value, exc)
+                return False
+            st.writes += 1
+            st.written, st.has_written = value, True
+            log.info("control task %s: stop: wrote safe value %s = %r (from %s)", name, st.tag.key, value, st.pin)
+            return True
+
+        tasks = [asyncio.ensure_future(one(st, v)) for st, v in todo]
+        done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return sum(1 for t in done if not t.cancelled() and t.exception() is None and t.result())
+
+    # -- retained state ---------------------------------------------------------------------
+    def _save_retained(self, run: TaskRun) -> None:
+        """Stopped task: write its last retained state (synchronously; the thread no longer runs)."""
+        if run.retain is None:
+            return
+        snap = run.program.retained()
+        if snap is not None and run.retain.save(snap):
+            log.info("control task %s: retained state of %d block(s) saved to %s", run.spec.name,
+                     len(snap), run.retain.path)
+
+    async def _retain_loop(self) -> None:
+        """Save each task's retained state at most every retain_interval_ms, in a worker thread."""
+        loop = asyncio.get_running_loop()
+        due = {id(r): loop.time() + r.spec.retain_interval_ms / 1000 for r in self.tasks if r.retain is not None}
+        tick = min(r.spec.retain_interval_ms for r in self.tasks if r.retain is not None) / 1000
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for run in list(self.tasks):
+                if run.retain is None or now < due.get(id(run), 0.0):
+                    continue
+                due[id(run)] = now + run.spec.retain_interval_ms / 1000
+                snap = run.program.retained()
+                if snap is not None and snap != run.retain.last:
+                    await asyncio.to_thread(run.retain.save, snap)
 
     # -- inputs -----------------------------------------------------------------------------
     def update(self, readings: list[Reading]) -> None:
@@ -261,7 +388,8 @@ class ControlPlane:
             if v is None or (not force and st.has_written and st.written == v):
                 continue
             st.inflight = True
-            t = self._loop.create_task(self._write_one(run, st, v), name=f"control:write:{st.tag.key}")
+            t = self._loop.create_task(self._write_one(run, st, v),
+                                       name=f"control:write:{run.spec.name}:{st.tag.key}")
             self._writes.add(t)
             t.add_done_callback(self._writes.discard)
 

@@ -39,6 +39,10 @@ class DemoAnimation:
         self._set("robot1.program", "PICK01" if running else "HOME")
         self._set("robot1.joint_temp", 35.0 + 5.0 * math.sin(t / 10.0))
         self._set("robot1.gripper_closed", running and (t % 4.0) < 2.0)
+        # S7 conveyor (conveyor1): runs with the press, one part every 2 s
+        self._set("conveyor1.running", running)
+        self._set("conveyor1.speed", 18.0 + 0.5 * math.sin(t) if running else 0.0)
+        self._set("conveyor1.part_count", self.cycles)
 
     async def run(self, period_s: float = 0.1) -> None:
         """Step until cancelled."""

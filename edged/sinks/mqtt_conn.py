@@ -19,6 +19,7 @@ import aiomqtt
 
 from edged.backoff import backoff_delays
 from edged.schema import Section
+from edged.secrets import read_secret_file
 
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
@@ -51,7 +52,7 @@ class MqttConnection:
         """Read the password from its file or environment variable; raise ConnectionError saying why not."""
         if self.password_file:
             try:
-                return Path(self.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+                return read_secret_file(self.password_file)  # $CREDENTIALS_DIRECTORY first (LoadCredential=)
             except OSError as exc:
                 raise ConnectionError(f"cannot read password_file {self.password_file}: "
                                       f"{exc.strerror or type(exc).__name__}") from None

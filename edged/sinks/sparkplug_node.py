@@ -240,6 +240,7 @@ class EdgeNode:
         """
         now_ns = time.time_ns() if now_ns is None else now_ns
         values = {**self.learned, **values}
+        self._type_learned(values)
         self.bd_seq = bd_seq
         self.birth_ns = now_ns
         self._seq = 0
@@ -273,6 +274,20 @@ class EdgeNode:
             out.append(Outgoing(self.topics.device("DBIRTH", device), db.SerializeToString(), "DBIRTH",
                                 db.seq, len(db.metrics)))
         return out
+
+    def _type_learned(self, values: dict[str, tuple[Any, int, int]]) -> None:
+        """Tags whose type the device says at connect (``any``) take the Sparkplug type of their current value,
+        at each birth (a metric's type may change only with a birth)."""
+        for key, tag in self.tags.items():
+            if tag.dtype is not DataType.ANY:
+                continue
+            value = values.get(key, (None, 2, 0))[0]
+            if value is None:
+                continue
+            sp_type = sp.sparkplug_type_of_value(value)
+            if sp_type is not self.types[key]:
+                self.types[key] = sp_type
+                self._meta[(tag.device, tag.name)] = (tag, self.alias(tag), sp_type, sp.encoder(sp_type))
 
     def _fill(self, m: Any, tag: Tag, value: Any, quality: int) -> bool:
         """Set a metric's value and quality; on a value that does not fit its type, send null and say so."""

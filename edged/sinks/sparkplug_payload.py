@@ -12,6 +12,7 @@ loaded in the same process (the default pool) cannot clash with it.
 from __future__ import annotations
 
 import enum
+import json
 import math
 import struct
 from typing import Any, Callable, Iterable
@@ -196,7 +197,19 @@ _SP_OF = {
     DataType.INT16: SpType.Int16, DataType.UINT16: SpType.UInt16, DataType.INT32: SpType.Int32,
     DataType.UINT32: SpType.UInt32, DataType.INT64: SpType.Int64, DataType.UINT64: SpType.UInt64,
     DataType.FLOAT32: SpType.Float, DataType.FLOAT64: SpType.Double, DataType.STRING: SpType.String,
+    DataType.DATETIME: SpType.DateTime, DataType.STRUCT: SpType.String, DataType.ANY: SpType.Double,
 }
+_ARRAY_OF = {
+    SpType.Boolean: SpType.BooleanArray, SpType.Int8: SpType.Int8Array, SpType.Int16: SpType.Int16Array,
+    SpType.Int32: SpType.Int32Array, SpType.Int64: SpType.Int64Array, SpType.UInt8: SpType.UInt8Array,
+    SpType.UInt16: SpType.UInt16Array, SpType.UInt32: SpType.UInt32Array, SpType.UInt64: SpType.UInt64Array,
+    SpType.Float: SpType.FloatArray, SpType.Double: SpType.DoubleArray, SpType.String: SpType.StringArray,
+    SpType.DateTime: SpType.DateTimeArray,
+}
+# Sparkplug 3.0 array encodings: little-endian packed elements in bytes_value
+_PACK = {SpType.Int8Array: "b", SpType.Int16Array: "h", SpType.Int32Array: "i", SpType.Int64Array: "q",
+         SpType.UInt8Array: "B", SpType.UInt16Array: "H", SpType.UInt32Array: "I", SpType.UInt64Array: "Q",
+         SpType.FloatArray: "f", SpType.DoubleArray: "d", SpType.DateTimeArray: "q"}
 _WIDTH = {SpType.Int8: 8, SpType.Int16: 16, SpType.Int32: 32, SpType.Int64: 64,
           SpType.UInt8: 8, SpType.UInt16: 16, SpType.UInt32: 32, SpType.UInt64: 64}
 _SIGNED = {SpType.Int8, SpType.Int16, SpType.Int32, SpType.Int64}
@@ -207,10 +220,25 @@ QUALITY_CODES = {0: 192, 1: 64, 2: 0}  # edged Quality GOOD, UNCERTAIN, BAD
 
 
 def sparkplug_type(tag: Tag) -> SpType:
-    """The Sparkplug datatype of a tag: its data type, or Double for scaled integers (engineering values)."""
-    if tag.dtype.is_integer and tag.scaled:
+    """The Sparkplug datatype of a tag: its data type, or Double for scaled integers (engineering values); the
+    matching array type for array tags; String (JSON) for records; DateTime for datetimes. A tag whose type the
+    device says at connect (``any``) is Double until its first value says otherwise (see EdgeNode)."""
+    base = SpType.Double if tag.dtype.is_integer and tag.scaled else _SP_OF[tag.dtype]
+    return _ARRAY_OF[base] if tag.dims else base
+
+
+def sparkplug_type_of_value(value: Any) -> SpType:
+    """The Sparkplug datatype a value of a learned type fits (bool, integer, float, string, list of those)."""
+    if isinstance(value, list):
+        inner = sparkplug_type_of_value(value[0]) if value else SpType.Double
+        return _ARRAY_OF.get(inner, SpType.StringArray)
+    if isinstance(value, bool):
+        return SpType.Boolean
+    if isinstance(value, int):
+        return SpType.UInt64 if value > 2**63 - 1 else SpType.Int64
+    if isinstance(value, float):
         return SpType.Double
-    return _SP_OF[tag.dtype]
+    return SpType.String
 
 
 class EncodeError(ValueError):
@@ -252,9 +280,55 @@ def _enc_bool(value: Any) -> tuple[str, Any]:
 
 
 def _enc_string(value: Any) -> tuple[str, Any]:
+    if isinstance(value, dict):  # a record (struct): its JSON text
+        return "string_value", json.dumps(value, separators=(",", ":"), default=str)
     if not isinstance(value, str):
         raise EncodeError(f"expected a string, found {value!r}")
     return "string_value", value
+
+
+def datetime_ms(value: Any) -> int:
+    """Milliseconds since the Unix epoch of an RFC 3339 string (no zone: UTC) or an integer of ms."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        import datetime as dt
+
+        try:
+            d = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise EncodeError(f"expected an RFC 3339 date and time, found {value!r}") from None
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=dt.timezone.utc)
+        return int(d.timestamp() * 1000)
+    raise EncodeError(f"expected a date and time, found {value!r}")
+
+
+def _enc_datetime(value: Any) -> tuple[str, Any]:
+    ms = datetime_ms(value)
+    if not 0 <= ms < 1 << 64:
+        raise EncodeError(f"{value!r} is before 1970 (Sparkplug DateTime is unsigned)")
+    return "long_value", ms
+
+
+def _enc_array(sp_type: SpType) -> Encoder:
+    def enc(value: Any) -> tuple[str, Any]:
+        if not isinstance(value, list):
+            raise EncodeError(f"expected an array, found {value!r}")
+        try:
+            if sp_type is SpType.BooleanArray:
+                bits = bytearray((len(value) + 7) // 8)
+                for i, v in enumerate(value):
+                    if v:
+                        bits[i // 8] |= 0x80 >> (i % 8)
+                return "bytes_value", struct.pack("<I", len(value)) + bytes(bits)
+            if sp_type is SpType.StringArray:
+                return "bytes_value", b"".join(str(v).encode() + b"\0" for v in value)
+            items = [datetime_ms(v) for v in value] if sp_type is SpType.DateTimeArray else value
+            return "bytes_value", struct.pack(f"<{len(items)}{_PACK[sp_type]}", *items)
+        except (struct.error, TypeError) as exc:
+            raise EncodeError(f"{value!r} does not fit {sp_type.name}: {exc}") from None
+    return enc
 
 
 def _enc_int(sp_type: SpType) -> Encoder:
@@ -268,7 +342,9 @@ _ENCODERS: dict[SpType, Encoder] = {
     SpType.Double: lambda value: ("double_value", _float(value)),
     SpType.String: _enc_string,
     SpType.Text: _enc_string,
+    SpType.DateTime: _enc_datetime,
     **{t: _enc_int(t) for t in _WIDTH},
+    **{t: _enc_array(t) for t in _ARRAY_OF.values()},
 }
 
 

@@ -2,7 +2,7 @@
 
 ``append`` hands samples over in memory and returns at once: the spool's writer thread (which owns
 the SQLite connection) stores them as chunks with consecutive sequence numbers and commits
-(group commit) at most every ``commit_interval_ms``, or sooner when the queue is half full.
+(group commit) at most every ``commit_interval_ms``, or sooner when many samples wait.
 Samples become visible to the sinks only once their commit (and, with ``durability = "batch"``,
 its fsync) is done. Each consumer (sink) takes batches in sequence order, then acks them strictly
 in order or releases them to be taken again; a chunk is deleted once every consumer has acked it.
@@ -42,14 +42,18 @@ LOSS_LOG_INTERVAL_S = 60.0
 CHUNK_OVERHEAD_BYTES = 64
 # a commit stores the queued samples as chunks of at most this many samples (drop_oldest frees whole chunks)
 CHUNK_MAX_SAMPLES = 2000
-# Disk space. The write-ahead log is checkpointed into the database every WAL_CHECKPOINT_PAGES pages, so it
-# stays small and is reused. When the free space of the spool's disk falls below what the log may still grow
-# by plus DISK_MARGIN_BYTES, the spool stops growing: it holds at most the bytes it holds then, and the overflow
-# policy decides (drop_oldest: new chunks replace the oldest, whose database pages SQLite reuses). It grows
-# again once the disk has DISK_REGROW_BYTES more free. A commit that fails for a full disk anyway shrinks the
-# limit by FULL_DISK_HEADROOM and is retried once.
+# the writer commits before the interval is over (at most 4 times per interval) once this many samples wait
+# (or half of queue_samples, if less): a cell producing more than this per interval still never fills its queue
+EARLY_COMMIT_SAMPLES = 50_000
+# Disk space. The write-ahead log is checkpointed into the database every WAL_CHECKPOINT_PAGES pages (fewer
+# when the disk has less than 4 times that free, at least WAL_MIN_CHECKPOINT_PAGES), so it stays small and is
+# reused. When the free space of the spool's disk falls below what the log may still grow by plus
+# DISK_MARGIN_BYTES, the spool stops growing: it holds at most the bytes it holds then plus half of the free
+# space beyond the margin, and the overflow policy decides (drop_oldest: new chunks replace the oldest, whose
+# database pages SQLite reuses). It grows again once the disk has DISK_REGROW_BYTES more free. A commit that
+# fails for a full disk anyway shrinks the limit by FULL_DISK_HEADROOM, truncates the log and is retried once.
 WAL_CHECKPOINT_PAGES = 128
-WAL_MAX_BYTES = 2 * WAL_CHECKPOINT_PAGES * 4096
+WAL_MIN_CHECKPOINT_PAGES = 8
 DISK_MARGIN_BYTES = 256 * 1024
 DISK_REGROW_BYTES = 1024 * 1024
 FULL_DISK_HEADROOM = 0.1
@@ -218,10 +222,12 @@ class Spool:
         self._flush_wanted = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._last_commit = time.monotonic()
+        self._last_commit = time.monotonic()  # when the last commit started
         self._full_limit: int | None = None  # bytes the disk has room for (None: max_bytes applies)
         self._full_free = 0  # free disk bytes when _full_limit was last lowered
         self._full_failed_at = -FULL_DISK_RETRY_S  # monotonic time of the last commit that failed for a full disk
+        self._page_size = 4096
+        self._checkpoint_pages = WAL_CHECKPOINT_PAGES
         self._dropped_total = 0
         self._queue_dropped = 0
         self._gaps_total = 0
@@ -286,6 +292,7 @@ class Spool:
                 raise SpoolError(f"{path}: spool format {row[0]} is not supported by this edged (it reads format "
                                  f"{FORMAT_VERSION}); move the file aside to start an empty spool")
             spool = cls(directory, spec, db)
+            spool._page_size = db.execute("PRAGMA page_size").fetchone()[0]
             spool._recover(consumers)
             reader = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             reader.execute("PRAGMA query_only=1")
@@ -371,7 +378,7 @@ class Spool:
             return self._cond.wait_for(lambda: self._done_gen >= target or self._closed, timeout)
 
     def _early_commit_samples(self) -> int:
-        return max(1, self.spec.queue_samples // 2)
+        return max(1, min(EARLY_COMMIT_SAMPLES, self.spec.queue_samples // 2))
 
     # -- the writer thread ------------------------------------------------------------------------
     def _writer(self) -> None:
@@ -398,6 +405,9 @@ class Spool:
                 self._cycle()
             except Exception:  # a bug: never let the writer die silently (acquisition would queue forever)
                 log.exception("spool: writer cycle failed")
+                with self._lock:
+                    self._inflight = 0
+                    self._cond.notify_all()
                 time.sleep(interval)
             if stopping:
                 with self._lock:
@@ -407,6 +417,7 @@ class Spool:
     def _cycle(self) -> None:
         """One group commit: the queued samples as new chunks, plus pending deletions, gaps and cursors."""
         with self._lock:
+            self._last_commit = time.monotonic()  # commits start at most every interval (start to start)
             inbox, self._inbox = self._inbox, []
             gen = self._appended_gen
             self._inflight, self._inbox_n = self._inbox_n, 0
@@ -418,6 +429,7 @@ class Spool:
         ok, exc = self._commit(staged, changes)
         if not ok and self._is_full(exc) and self.spec.overflow == "drop_oldest" and staged:
             # the disk is full: hold less from now on, free the space of the oldest chunks, retry once
+            self._checkpoint_quietly()
             with self._lock:
                 self._changes.merge(changes)
                 self._unstage(staged)
@@ -476,10 +488,17 @@ class Spool:
             wal = 0
         except OSError:
             return
-        reserve = max(0, WAL_MAX_BYTES - wal) + DISK_MARGIN_BYTES
+        pages = max(WAL_MIN_CHECKPOINT_PAGES, min(WAL_CHECKPOINT_PAGES, free // 4 // self._page_size))
+        if pages != self._checkpoint_pages:  # a small log on a small disk: it must never take the last space
+            try:
+                self._db.execute(f"PRAGMA wal_autocheckpoint={pages}").fetchall()
+                self._checkpoint_pages = pages
+            except sqlite3.Error:
+                pass
+        reserve = max(0, 2 * self._checkpoint_pages * self._page_size - wal) + DISK_MARGIN_BYTES
         if free < reserve:
-            if self._full_limit is None:
-                self._lower_limit(self._bytes, free)
+            if self._full_limit is None:  # hold what is stored, plus half of what is free beyond the margin
+                self._lower_limit(self._bytes + max(0, free - DISK_MARGIN_BYTES) // 2, free)
             elif free < self._full_free - DISK_MARGIN_BYTES // 2:  # still shrinking (the log, other files)
                 self._lower_limit(int(min(self._bytes, self._full_limit) * (1 - FULL_DISK_HEADROOM)), free)
         elif (self._full_limit is not None and free >= reserve + DISK_REGROW_BYTES
@@ -550,7 +569,6 @@ class Spool:
             ok, exc = False, e
         dt = time.perf_counter() - t0
         with self._lock:
-            self._last_commit = time.monotonic()
             self._commits += 1
             if not ok:
                 self._commit_failures += 1
@@ -597,9 +615,9 @@ class Spool:
         return getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "full" in str(exc)
 
     def _checkpoint_quietly(self) -> None:
-        """After a failed commit: let SQLite restart the write-ahead log from its start (reusing its space)."""
+        """After a failed commit: copy the write-ahead log into the database and give its space back."""
         try:
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error:
             pass
 
@@ -958,7 +976,10 @@ def _group(batches: list[list[Sample]]) -> list[tuple[list[Sample], list[list[Sa
             if cur and len(cur) + len(piece) > CHUNK_MAX_SAMPLES:
                 out.append((cur, parts))
                 cur, parts = [], []
-            cur = cur + piece if cur else list(piece)
+            if cur:
+                cur.extend(piece)
+            else:
+                cur = list(piece)  # a copy: the appended list itself stays as it was (it is one of the parts)
             parts.append(piece)
     if cur:
         out.append((cur, parts))
