@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/cycle_jitter.py
 	$(PY) bench/forward.py
 	$(PY) bench/sparkplug.py
+	$(PY) bench/cnc.py
 	$(PY) bench/s7_poll.py
 	$(PY) bench/opcua.py
 

@@ -22,9 +22,10 @@ INSTALL_REQUIRES = [
     "tomli-w==1.2.0",  # writes the cell copy of `edged simulate --rewrite` (tomllib only reads)
     "cryptography==48.0.0",  # OPC UA certificates and the PKI folder (drivers/opcua/security.py)
 ]
-# atheris: the coverage-guided engine of `make fuzz` (fuzz/harness.py); exact pin like the others; 3.0.0 installs
-# from a CPython 3.11 manylinux wheel (no compiler or libFuzzer build needed).
-TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-asyncio==1.5.0", "atheris==3.0.0"]
+# atheris: the coverage-guided engine of `make fuzz` (fuzz/harness.py); hypothesis: property tests of the CNC
+# line parsers. Exact pins like the others; atheris 3.0.0 installs from a CPython 3.11 manylinux wheel.
+TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-asyncio==1.5.0", "atheris==3.0.0",
+                 "hypothesis==6.170.15"]
 
 
 def extensions() -> list:

@@ -48,6 +48,7 @@ class Device:
     spec: DeviceSpec
     driver: Driver
     tags: list[Tag]
+    state: Any = None  # edged.machine_state.StateRules from [device.<name>.state], or None
 
 
 @dataclass(slots=True)
@@ -233,6 +234,13 @@ def _parse_devices(root: Section, scans: dict[str, ScanSpec],
                 slot += 1
         if not tag_secs and cls is not None:
             dsec.error("tag", "expected at least one tag table (device.<name>.tag.<tag>)")
+        # read only when present, so that "unknown key" messages of drivers keep listing their own keys
+        state_sec = dsec.section("state") if dsec.has("state") else None
+        rules = None
+        if state_sec is not None:
+            from edged.machine_state import parse_state_table
+
+            rules = parse_state_table(state_sec, set(tag_secs))
         if cls is None:
             dsec.finish(also_known=dsec.keys())
             continue
@@ -244,7 +252,7 @@ def _parse_devices(root: Section, scans: dict[str, ScanSpec],
             driver = None
         dsec.finish()
         if driver is not None:
-            devices[dname] = Device(spec, driver, dev_tags)
+            devices[dname] = Device(spec, driver, dev_tags, rules)
     _validate_per_kind(devices, root)
     return devices, tags
 

@@ -60,6 +60,8 @@ def demo_toml(state_dir: Path, metrics_port: int, modbus_port: int, mqtt: str | 
               opcua_port: int = 0) -> str:
     """The demo cell TOML with its placeholders filled in."""
     text = resources.files("edged.demo").joinpath("cell.toml").read_text()
+    # CNC machines on loopback TCP ports (a GRBL router behind a serial-to-Ethernet converter, a Haas mill)
+    text = text.replace("{grbl_port}", str(free_port())).replace("{haas_port}", str(free_port()))
     # json.dumps gives a valid TOML basic string for any path (quotes and backslashes escaped)
     text = (text.replace('"{state_dir}"', json.dumps(str(state_dir))).replace("{metrics_port}", str(metrics_port))
             .replace("{modbus_port}", str(modbus_port)))
