@@ -246,8 +246,11 @@ class RuleTracker:
 
 
 def attach(runtime: "Runtime") -> dict[str, MachineTracker]:
-    """The machine trackers of a runtime's devices: rule-based ones (fed from each device's readings)
-    first, else the tracker a driver keeps itself (``driver.machine``)."""
+    """The machine trackers of a runtime's devices:
+
+    rule-based ones (fed from each device's readings) first, else the tracker a driver keeps itself
+    (``driver.machine``).
+    """
     out: dict[str, MachineTracker] = {}
     for name, runner in runtime.runners.items():
         rules = getattr(runner.device, "state", None)

@@ -326,8 +326,10 @@ class HaasConversation(Conversation):
             self._waiting[2].exception()
 
     async def ask(self, number: int, arg: int | None = None, first: bool = False) -> haas.Answer:
-        """Send ``?Qnnn`` and wait for its answer; ``first``: re-send once when the first request of a
-        connection gets no answer (a known Haas quirk)."""
+        """Send ``?Qnnn`` and wait for its answer.
+
+        ``first``: re-send once when the first request of a connection gets no answer (a known Haas quirk).
+        """
         async with self._lock:
             fut = asyncio.get_running_loop().create_future()
             self._waiting = (number, arg, fut)

@@ -427,8 +427,11 @@ class CncDriver(Driver):
         return Reading(t, t.to_engineering(self._coerce(t, v)), Quality.GOOD, now)
 
     async def write(self, tag: Tag, value: Any) -> None:
-        """GRBL commands: ``cmd.feed_hold``/``cmd.cycle_start``/``cmd.reset`` (true sends the real-time
-        character), ``cmd.stream`` (a file name in ``stream_dir``: stream it; ``""`` stops the stream)."""
+        """GRBL commands:
+
+        ``cmd.feed_hold``/``cmd.cycle_start``/``cmd.reset`` (true sends the real-time character), ``cmd.stream`` (a
+        file name in ``stream_dir``: stream it; ``""`` stops the stream).
+        """
         conv = self.conv
         if not isinstance(conv, GrblConversation) or conv.lost is not None:
             raise DeviceUnavailable(f"device {self.spec.name}: not connected")
@@ -462,8 +465,10 @@ class CncDriver(Driver):
         self._last_grbl_state = ""
 
     def status(self) -> dict[str, Any]:
-        """Dialect, line and what the controller says about itself (``info``), late and malformed answers,
-        and the machine's normalized state."""
+        """Dialect, line and what the controller says about itself (``info``), late and malformed answers, and
+
+        the machine's normalized state.
+        """
         info: dict[str, Any] = {"dialect": self.dialect, "line": self.settings.describe()}
         conv = self.conv
         if isinstance(conv, GrblConversation) and conv.model.version:

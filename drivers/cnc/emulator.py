@@ -316,9 +316,11 @@ class CncEmulator(Emulator):
                         "feed-hold", "cycle-start", "reset"})
 
     async def inject(self, device: str, fault: str, arg: str = "") -> None:
-        """Play a fault on one machine: ``stop``/``start``, ``latency`` (``200ms``), ``drop`` (share),
-        ``malformed``, ``unplug``/``replug``, ``clear``, and machine events ``alarm`` (code), ``feed-hold``,
-        ``cycle-start``, ``reset``."""
+        """Play a fault on one machine:
+
+        ``stop``/``start``, ``latency`` (``200ms``), ``drop`` (share), ``malformed``, ``unplug``/``replug``,
+        ``clear``, and machine events ``alarm`` (code), ``feed-hold``, ``cycle-start``, ``reset``.
+        """
         ep = self.endpoints[device]
         if fault == "stop":
             await ep.stop_serving()
