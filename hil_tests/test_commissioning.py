@@ -208,7 +208,8 @@ def test_upstream_receives_every_tag(hil: Hil) -> None:
 # fault, how to undo it (None: it undoes itself)
 SCENARIOS: list[tuple[str, str | None]] = [
     ("stop", "start"), ("latency", "clear"), ("drop:0.5", "clear"), ("exception:4", "clear"), ("malformed", "clear"),
-    ("silence-unit", "clear"), ("namespace-restart", None), ("unplug", "replug"), ("plc-stop", "plc-run"),
+    ("silence-unit", "clear"), ("namespace-restart", None), ("stop-publishing", "clear"), ("unplug", "replug"),
+    ("plc-stop", "plc-run"),
 ]
 HOLD_S = 1.5
 
