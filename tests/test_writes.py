@@ -48,3 +48,27 @@ def test_scaled_write_is_converted_back_by_the_driver_side() -> None:
     t = tag(DataType.INT16, scale=0.1)
     assert check_write(t, 12.3) == 12.3
     assert t.to_raw(12.3) == 123
+
+
+def test_arrays_datetimes_records_and_learned_types_are_checked_before_any_driver() -> None:
+    from edged.tag import Access, DataType, Tag
+
+    arr = Tag("d", "a", "x", DataType.INT16, "g", None, access=Access.WRITE, dims=(3,), min=0, max=10)
+    assert check_write(arr, [1, 2, "3"]) == [1, 2, 3]
+    for bad in ([1, 2], [1, 2, 11], "x", [1, 2, True]):
+        with pytest.raises(WriteRefused):
+            check_write(arr, bad)
+    when = Tag("d", "t", "x", DataType.DATETIME, "g", None, access=Access.WRITE)
+    assert check_write(when, "2026-12-02T10:00:00Z") == "2026-12-02T10:00:00Z"
+    with pytest.raises(WriteRefused, match="RFC 3339"):
+        check_write(when, "soon")
+    rec = Tag("d", "r", "x", DataType.STRUCT, "g", None, access=Access.WRITE)
+    assert check_write(rec, {"a": 1}) == {"a": 1}
+    with pytest.raises(WriteRefused, match="record"):
+        check_write(rec, [1])
+    anyt = Tag("d", "v", "x", DataType.ANY, "g", None, access=Access.WRITE, max=100)
+    assert check_write(anyt, 5.5) == 5.5 and check_write(anyt, "RUN") == "RUN"
+    with pytest.raises(WriteRefused, match="above max"):
+        check_write(anyt, 101)
+    with pytest.raises(WriteRefused, match="finite"):
+        check_write(anyt, float("nan"))
