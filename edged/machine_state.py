@@ -245,30 +245,25 @@ class RuleTracker:
                 t.count_parts(int(v))
 
 
-def attach(runtime: "Runtime") -> dict[str, MachineTracker]:
-    """The machine trackers of a runtime's devices:
+def attach(runner: Any) -> MachineTracker | None:
+    """The machine tracker of one device runner, or None.
 
-    rule-based ones (fed from each device's readings) first, else the tracker a driver keeps itself
-    (``driver.machine``).
+    A rule-based tracker (the device's ``[device.<name>.state]`` table) is fed from the runner's readings by
+    wrapping its ``deliver``; otherwise the tracker a driver keeps itself (``driver.machine``).
     """
-    out: dict[str, MachineTracker] = {}
-    for name, runner in runtime.runners.items():
-        rules = getattr(runner.device, "state", None)
-        if rules is not None:
-            rt = RuleTracker(name, rules)
-            inner = runner.deliver
+    rules = getattr(runner.device, "state", None)
+    if rules is not None:
+        rt = RuleTracker(runner.name, rules)
+        inner = runner.deliver
 
-            def deliver(readings: list[Reading], _rt: RuleTracker = rt, _inner: Any = inner) -> None:
-                _rt.update(readings)
-                _inner(readings)
+        def deliver(readings: list[Reading]) -> None:
+            rt.update(readings)
+            inner(readings)
 
-            runner.deliver = deliver  # the runner's only way out for readings
-            out[name] = rt.tracker
-            continue
-        own = getattr(runner.driver, "machine", None)
-        if isinstance(own, MachineTracker):
-            out[name] = own
-    return out
+        runner.deliver = deliver  # the runner's only way out for readings
+        return rt.tracker
+    own = getattr(runner.driver, "machine", None)
+    return own if isinstance(own, MachineTracker) else None
 
 
 def metric_families(trackers: dict[str, MachineTracker]) -> Iterator[Any]:

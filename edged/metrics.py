@@ -40,10 +40,7 @@ class RuntimeCollector(Collector):
     """Reads device states, driver counters, scan overruns and exported tag values at scrape time."""
 
     def __init__(self, runtime: "Runtime") -> None:
-        from edged.machine_state import attach
-
         self.rt = runtime
-        self.machines = attach(runtime)  # normalized machine state per device (time in state, parts, alarms)
 
     def collect(self) -> Iterator:
         """Yield the metric families (called by prometheus-client on each scrape)."""
@@ -107,7 +104,7 @@ class RuntimeCollector(Collector):
         yield from _merge_infos(infos)
         from edged.machine_state import metric_families
 
-        yield from metric_families(self.machines)
+        yield from metric_families(rt.machines)  # normalized machine state per device (time in state, alarms)
 
         tasks = GaugeMetricFamily("edged_asyncio_tasks", "asyncio tasks alive (counted every 5 s): flat in a healthy "
                                                          "daemon.")

@@ -61,13 +61,23 @@ class Runtime:
         self.status: StatusBoard | None = None
         self.reloader: Any = None
         self._status_task: asyncio.Task | None = None
-        hist = self.poll_hist = poll_histogram(self.registry)
+        self.poll_hist = poll_histogram(self.registry)
         index = _group_index(cell)
-        self.runners: dict[str, DeviceRunner] = {
-            name: DeviceRunner(dev, cell.scans, self.accept, hist, index, self.current)
-            for name, dev in cell.devices.items()
-        }
+        self.machines: dict[str, Any] = {}  # device -> its MachineTracker (normalized state, time in state)
+        self.runners: dict[str, DeviceRunner] = {name: self._make_runner(dev, index) for name, dev in cell.devices.items()}
         self.registry.register(RuntimeCollector(self))
+
+    def _make_runner(self, device: Any, index: dict[tuple[str, str], tuple[int, int]]) -> DeviceRunner:
+        """A device's runner, with its machine tracker (at start and for a device a reload adds or restarts)."""
+        from edged.machine_state import attach
+
+        runner = DeviceRunner(device, self.cell.scans, self.accept, self.poll_hist, index, self.current)
+        tracker = attach(runner)
+        machines = {k: v for k, v in self.machines.items() if k != device.spec.name}
+        if tracker is not None:
+            machines[device.spec.name] = tracker
+        self.machines = machines  # a new dict: a scrape may be iterating the old one
+        return runner
 
     # -- the acquisition pipeline -------------------------------------------------------
     def accept(self, readings: list[Reading]) -> None:
@@ -146,8 +156,7 @@ class Runtime:
     def add_device(self, device: Any) -> DeviceRunner:
         """Start a runner for a device of the (new) cell, supervised as task ``device:<name>``."""
         name = device.spec.name
-        runner = DeviceRunner(device, self.cell.scans, self.accept, self.poll_hist, _group_index(self.cell),
-                              self.current)
+        runner = self._make_runner(device, _group_index(self.cell))
         self.runners = {**self.runners, name: runner}  # a new dict: a scrape may be iterating the old one
         self._tasks.append(asyncio.create_task(_supervise(runner.run, f"device {name}"), name=f"device:{name}"))
         return runner
@@ -160,6 +169,7 @@ class Runtime:
         await _cancel_all(tasks, "device")
         await runner.stop()
         self.runners = {k: v for k, v in self.runners.items() if k != name}
+        self.machines = {k: v for k, v in self.machines.items() if k != name}
         for g in runner.groups:
             try:
                 self.poll_hist.remove(name, g.name)

@@ -215,3 +215,24 @@ def test_per_unit_state_and_driver_facts_are_exported(tmp_path: Path) -> None:
     assert 'edged_device_unit_up{device="polled",unit="unit 9"} 0.0' in text
     assert 'edged_device_fact{device="polled",name="pdu_size"} 480.0' in text
     assert 'order_code="6ES7 214-1AG40-0XB0"' in text
+
+
+async def test_a_device_a_reload_adds_gets_its_machine_state_and_a_removed_one_loses_it(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    extra = '\n[device.line2]\ndriver = "sim"\n[device.line2.tag.on]\naddress = "constant:true"\ntype = "bool"\n' \
+            'scan_ms = 50\n[device.line2.state]\nrunning = "on"\n'
+    new = parse_cell(tomllib.loads(CELL.format(state=tmp_path / "s") + extra), "cell.toml")
+    rt = Runtime(_cell(tmp_path), serve_metrics=False)
+    await rt.start()
+    try:
+        assert "line2" not in rt.machines
+        rt.cell = new
+        rt.add_device(new.devices["line2"])
+        await until(lambda: 'edged_machine_state{device="line2",state="running"} 1.0'
+                    in generate_latest(rt.registry).decode())
+        await rt.remove_device("line2")
+        assert "line2" not in rt.machines
+        assert 'edged_machine_state{device="line2"' not in generate_latest(rt.registry).decode()
+    finally:
+        await rt.stop()
